@@ -1,0 +1,7 @@
+"""`python -m audiostyle.platform` runs the CLI (the console script is `audiostyle`)."""
+
+import sys
+
+from audiostyle.platform.cli import main
+
+sys.exit(main())

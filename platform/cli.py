@@ -1,0 +1,60 @@
+"""The `audiostyle` command: one subcommand per user job, each defined in its own `cmd_*` module.
+
+Command modules import only argparse at module level (heavy imports happen inside their run
+functions), so `audiostyle --help` answers instantly. Errors about the user's input (AudiostyleError)
+are printed as one clear message with exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from audiostyle.platform.errors import AudiostyleError
+
+# Order is the order of `audiostyle --help`: the four user jobs first, then the config tools.
+COMMAND_MODULES = (
+    "cmd_quickstart",
+    "cmd_data",
+    "cmd_train",
+    "cmd_sweep",
+    "cmd_checkpoints",
+    "cmd_transfer",
+    "cmd_evaluate",
+    "cmd_config",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="audiostyle",
+        description="Neural timbre transfer between instruments: datasets, Ray training, sweeps, transfer.",
+        epilog="Each command has its own --help. Start with `audiostyle quickstart`.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"audiostyle.platform.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except AudiostyleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

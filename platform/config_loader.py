@@ -1,0 +1,250 @@
+"""Experiment YAML loading: `defaults:` composition, `a.b=c` overrides, `${a.b}` references, validation.
+
+One file is one experiment. `defaults: [base/model.yaml, ...]` lists files (relative to the one that
+names them) merged in order beneath it; mappings merge key by key, everything else is replaced. Command
+line overrides `a.b=c` then apply (values parsed as YAML), and `${a.b}` references resolve last, so
+an override of `data.root` moves every path built from it. Every field remembers the file that set it,
+so errors name the file as well as the dotted path. Nothing here builds a model or starts Ray.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from audiostyle.platform.config_schema import ExperimentConfig, ModelConfig, parse_experiment
+from audiostyle.platform.errors import ConfigError, did_you_mean
+from audiostyle.platform.registry import validate_spec
+
+CLI = "command line"
+_REF = re.compile(r"\$\{([^}]*)\}")
+
+
+@dataclass
+class ComposedConfig:
+    """The merged mapping plus, for each dotted path, the file that last set it."""
+
+    data: dict[str, Any]
+    origin: dict[str, str] = field(default_factory=dict)
+    root_file: str = ""
+
+    def file_for(self, path: str) -> str:
+        """The file that set `path` or its nearest ancestor."""
+        parts = path.split(".") if path else []
+        while parts:
+            key = ".".join(parts)
+            if key in self.origin:
+                return self.origin[key]
+            parts.pop()
+        return self.root_file
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Safe-load one YAML file into a mapping, with errors that name the file and line."""
+    if not path.is_file():
+        raise ConfigError(f"file not found: {path}", hint="check the path; `defaults:` entries are relative to the file naming them")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"malformed YAML{where}: {getattr(exc, 'problem', exc)}", file=str(path)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"the top level must be a mapping, got {type(data).__name__}", file=str(path))
+    return data
+
+
+def _record(origin: dict[str, str], value: Any, prefix: str, file: str) -> None:
+    origin[prefix] = file
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _record(origin, v, f"{prefix}.{k}" if prefix else str(k), file)
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any], origin: dict[str, str], file: str, prefix: str = "") -> None:
+    for key, value in top.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            origin[path] = file
+            _merge(base[key], value, origin, file, path)
+        else:
+            base[key] = copy.deepcopy(value)
+            _record(origin, value, path, file)
+
+
+def compose(path: str | Path, _stack: tuple[Path, ...] = ()) -> ComposedConfig:
+    """Merge a file's `defaults:` beneath it, recursively."""
+    path = Path(path)
+    resolved = path.resolve()
+    if resolved in _stack:
+        chain = " -> ".join(str(p) for p in (*_stack, resolved))
+        raise ConfigError(f"`defaults:` form a cycle: {chain}", file=str(path), path="defaults")
+    raw = read_yaml(path)
+    defaults = raw.pop("defaults", [])
+    if isinstance(defaults, str):
+        defaults = [defaults]
+    if not isinstance(defaults, list) or not all(isinstance(d, str) for d in defaults):
+        raise ConfigError("`defaults` must be a list of file paths", file=str(path), path="defaults")
+    out = ComposedConfig({}, {}, str(path))
+    for i, rel in enumerate(defaults):
+        base_path = path.parent / rel
+        if not base_path.is_file():
+            raise ConfigError(f"default file not found: {base_path}", file=str(path), path=f"defaults.{i}",
+                              hint="paths in `defaults:` are relative to the file that lists them")
+        base = compose(base_path, (*_stack, resolved))
+        for key, file in base.origin.items():
+            out.origin[key] = file
+        _merge(out.data, base.data, {}, "")
+    _merge(out.data, raw, out.origin, str(path))
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=c` -> ('a.b', c) with c parsed as YAML (so `x=3` is an int, `x=[1,2]` a list)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key.path=value", file=CLI)
+    key, _, value = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key", file=CLI)
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key, parsed
+
+
+def set_path(data: dict[str, Any], dotted: str, value: Any, *, create: bool = False, file: str = CLI) -> None:
+    """Set `a.b.0.c` in nested dicts/lists; a missing key is an error (with the closest key) unless `create`."""
+    parts = dotted.split(".")
+    node: Any = data
+    for depth, part in enumerate(parts):
+        here = ".".join(parts[: depth + 1])
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"no list item {part!r} (the list has {len(node)} items)", path=here, file=file)
+            if last:
+                node[int(part)] = value
+                return
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if part not in node:
+                if not create:
+                    raise ConfigError(
+                        f"no such field.{did_you_mean(part, map(str, node))} Fields here: {', '.join(map(str, node))}",
+                        path=here, file=file,
+                        hint="prefix the override with '+' to add a new key (+a.b=c)",
+                    )
+                node[part] = value if last else {}
+            if last:
+                node[part] = value
+                return
+            node = node[part]
+        else:
+            raise ConfigError(f"cannot descend into {type(node).__name__} value {node!r}", path=here, file=file)
+
+
+def get_path(data: Any, dotted: str) -> Any:
+    node = data
+    for part in dotted.split("."):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            raise KeyError(dotted)
+    return node
+
+
+def apply_overrides(composed: ComposedConfig, overrides: Iterable[str]) -> None:
+    for text in overrides:
+        key, value = parse_override(text)
+        create = key.startswith("+")
+        key = key.lstrip("+")
+        set_path(composed.data, key, value, create=create)
+        _record(composed.origin, value, key, CLI)
+
+
+def resolve_references(composed: ComposedConfig) -> dict[str, Any]:
+    """Replace `${a.b}`: a whole-string reference keeps the target's type; embedded ones format as text."""
+    data = composed.data
+
+    def resolve(value: Any, path: str, stack: tuple[str, ...]) -> Any:
+        if isinstance(value, dict):
+            return {k: resolve(v, f"{path}.{k}" if path else str(k), stack) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v, f"{path}.{i}", stack) for i, v in enumerate(value)]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+
+        def lookup(ref: str) -> Any:
+            ref = ref.strip()
+            if ref in stack:
+                raise ConfigError(f"reference cycle: {' -> '.join((*stack, ref))}", path=path,
+                                  file=composed.file_for(path))
+            try:
+                target = get_path(data, ref)
+            except KeyError:
+                head = ref.rsplit(".", 1)
+                siblings: list[str] = []
+                try:
+                    parent = get_path(data, head[0]) if len(head) == 2 else data
+                    siblings = list(map(str, parent)) if isinstance(parent, dict) else []
+                except KeyError:
+                    pass
+                raise ConfigError(
+                    f"reference ${{{ref}}} points to no field.{did_you_mean(head[-1], siblings)}",
+                    path=path, file=composed.file_for(path),
+                ) from None
+            return resolve(target, ref, (*stack, ref))
+
+        whole = _REF.fullmatch(value)
+        if whole:
+            return lookup(whole.group(1))
+        return _REF.sub(lambda m: str(lookup(m.group(1))), value)
+
+    return resolve(data, "", ())
+
+
+def validate_components(cfg: ExperimentConfig) -> None:
+    """Check every component name and argument against the registry, without building anything."""
+    for attr, kind in ModelConfig.SLOTS:
+        validate_spec(kind, getattr(cfg.model, attr), path=f"model.{attr}")
+    for term, spec in cfg.losses.items():
+        validate_spec("loss", spec, path=f"losses.{term}")
+
+
+def load_raw(path: str | Path, overrides: Iterable[str] = ()) -> tuple[dict[str, Any], ComposedConfig]:
+    """Compose, override and resolve references; returns the plain resolved mapping."""
+    composed = compose(path)
+    apply_overrides(composed, overrides)
+    return resolve_references(composed), composed
+
+
+def config_from_dict(data: dict[str, Any], *, file: str = "") -> ExperimentConfig:
+    """Typed, component-checked config from an already resolved mapping (a checkpoint's or a sweep's)."""
+    try:
+        cfg = parse_experiment(data)
+        validate_components(cfg)
+    except ConfigError as exc:
+        raise exc.located(file) from None
+    return cfg
+
+
+def load_experiment(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """The typed, fully validated config of an experiment YAML plus overrides."""
+    resolved, composed = load_raw(path, overrides)
+    try:
+        cfg = parse_experiment(resolved)
+        validate_components(cfg)
+    except ConfigError as exc:
+        raise exc.located(composed.file_for(exc.field_path)) from None
+    return cfg

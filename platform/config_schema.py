@@ -1,0 +1,341 @@
+"""The typed experiment config: dataclasses with defaults, and a strict converter from plain dicts.
+
+`parse_experiment(raw)` turns the composed, interpolated YAML mapping into an `ExperimentConfig`.
+Unknown keys are rejected with the closest valid key, values are type-checked, and every error carries
+the dotted field path. Cross-field rules (unique instruments, ordered curriculum phases, loss terms
+that exist) live in each section's `check` method, next to the fields they relate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+from audiostyle.platform.errors import ConfigError, did_you_mean
+
+ComponentSpec = dict[str, Any]  # {component: name, **kwargs}; checked against the registry, not here
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass
+class InstrumentConfig:
+    """One instrument class: its name, where its shards live, and its share of every batch."""
+
+    name: str
+    data: str  # folder (or URL prefix) holding manifest.json and {train,val,test}-NNNNNN.tar
+    weight: float = 1.0
+
+    def check(self, path: str) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ConfigError(f"instrument name {self.name!r} must be lower-case letters, digits and '_'",
+                              path=f"{path}.name")
+        if self.weight <= 0:
+            raise ConfigError(f"weight must be > 0, got {self.weight}", path=f"{path}.weight")
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/demo"  # referenced as ${data.root} by instrument paths, so one override moves them all
+    sample_rate: int = 22050  # the research rate; every shard is resampled to it at `data add`
+    segment_seconds: float = 4.0  # random crop fed to the model; 4 s holds a few notes of a slow melody
+    batch_size: int = 8  # per worker, split across instruments by weight (at least one of each)
+    steps_per_epoch: int = 50  # every rank sees exactly this many batches per epoch (resampled shards)
+    val_batches: int = 4  # fixed count on every rank, or DDP hangs on uneven validation
+    loader_workers: int = 0  # DataLoader processes per training worker
+    shuffle_buffer: int = 128
+    stats: str = "pooled"  # normalization statistics: 'pooled' (from the instruments' stats) or an .npz path
+
+    def check(self, path: str) -> None:
+        for name in ("sample_rate", "batch_size", "steps_per_epoch", "val_batches"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"must be > 0, got {getattr(self, name)}", path=f"{path}.{name}")
+        if self.segment_seconds <= 0:
+            raise ConfigError(f"must be > 0, got {self.segment_seconds}", path=f"{path}.segment_seconds")
+
+
+@dataclass
+class ModelConfig:
+    """The pluggable parts, each `{component: NAME, **arguments}` (see `audiostyle components`)."""
+
+    frontend: ComponentSpec
+    style_encoder: ComponentSpec
+    content_encoder: ComponentSpec
+    decoder: ComponentSpec
+    discriminator: ComponentSpec
+
+    # (attribute, registry kind) pairs: the single place that says which slot takes which kind
+    SLOTS: typing.ClassVar[tuple[tuple[str, str], ...]] = (
+        ("frontend", "frontend"),
+        ("style_encoder", "encoder"),
+        ("content_encoder", "encoder"),
+        ("decoder", "decoder"),
+        ("discriminator", "discriminator"),
+    )
+
+
+@dataclass
+class PhaseConfig:
+    """A curriculum phase: runs until `until` (a fraction of max_steps if <= 1, else a step count)."""
+
+    name: str
+    until: float
+    weights: dict[str, float] = field(default_factory=dict)  # loss term -> weight; absent terms are 0
+    discriminator: bool = False  # whether the discriminator is trained in this phase
+    ramp: float = 0.0  # fraction of the phase over which weights move linearly from the previous phase's
+
+
+@dataclass
+class CurriculumConfig:
+    phases: list[PhaseConfig]
+
+    def check(self, path: str) -> None:
+        if not self.phases:
+            raise ConfigError("at least one phase is required", path=f"{path}.phases")
+        names = [p.name for p in self.phases]
+        for i, phase in enumerate(self.phases):
+            if names.index(phase.name) != i:
+                raise ConfigError(f"duplicate phase name {phase.name!r}", path=f"{path}.phases.{i}.name")
+            if phase.until <= 0:
+                raise ConfigError(f"must be > 0, got {phase.until}", path=f"{path}.phases.{i}.until")
+            if not 0.0 <= phase.ramp <= 1.0:
+                raise ConfigError(f"must be within [0, 1], got {phase.ramp}", path=f"{path}.phases.{i}.ramp")
+            if i and phase.until <= self.phases[i - 1].until and (phase.until > 1) == (self.phases[i - 1].until > 1):
+                raise ConfigError(
+                    f"phase boundaries must increase: {self.phases[i - 1].until} then {phase.until}",
+                    path=f"{path}.phases.{i}.until",
+                )
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3.0e-4
+    disc_lr: float = 1.0e-4
+    betas: list[float] = field(default_factory=lambda: [0.8, 0.99])
+    weight_decay: float = 1.0e-4
+    grad_clip: float = 1.0
+    warmup_steps: int = 50
+    # Cosine decay over the whole run, stepped by step count: unlike ReduceLROnPlateau, it is not
+    # fooled by the loss jumping when a new curriculum phase switches on more terms.
+    schedule: Literal["cosine", "constant"] = "cosine"
+    grad_accum: int = 1
+    disc_every: int = 1  # one discriminator update every N generator updates, in phases that train it
+    mixed_precision: bool = True  # bf16 autocast on GPU; ignored on CPU
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    val_every: int = 100
+    log_every: int = 10
+    keep_top_k: int = 2
+    checkpoint_metric: str = "val/recon"
+    checkpoint_mode: Literal["min", "max"] = "min"
+    scheduled_sampling: float = 0.25  # final probability of feeding the decoder its own previous frame
+    audio_examples: int = 2  # clips logged to TensorBoard at each validation
+
+    def check(self, path: str) -> None:
+        if self.max_steps <= 0 or self.val_every <= 0:
+            raise ConfigError("max_steps and val_every must be > 0", path=path)
+        if not 0.0 <= self.scheduled_sampling <= 1.0:
+            raise ConfigError("must be within [0, 1]", path=f"{path}.scheduled_sampling")
+
+
+@dataclass
+class ScalingConfig:
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+
+
+@dataclass
+class RunConfig:
+    storage_path: str = "runs"  # local folder, NFS path or object-store URI; shared storage on a cluster
+    name: str | None = None  # default: the experiment name; a fixed name is what makes a rerun resume
+    max_failures: int = 2  # worker restarts from the last checkpoint before the run is failed
+
+
+@dataclass
+class SweepConfig:
+    """Ray Tune + Optuna search; `space` maps dotted config paths to search domains (see sweep docs)."""
+
+    metric: str | list[str] = "val/recon"
+    mode: str | list[str] = "min"
+    num_trials: int = 8
+    max_concurrent: int = 2
+    seed: int = 0
+    space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    grace_period: int | None = None  # ASHA's first rung in steps; default: end of the first phase
+    reduction_factor: int = 2
+    storage: str | None = None  # Optuna journal file; default: <storage_path>/<sweep name>/optuna.journal
+
+
+@dataclass
+class ExperimentConfig:
+    name: str
+    instruments: list[InstrumentConfig]
+    model: ModelConfig
+    losses: dict[str, ComponentSpec]  # loss term name -> {component: NAME, **arguments}
+    curriculum: CurriculumConfig
+    seed: int = 0
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    sweep: SweepConfig | None = None
+
+    def check(self, path: str) -> None:
+        if not _NAME_RE.match(self.name.replace("-", "_")):
+            raise ConfigError(f"name {self.name!r} must be lower-case letters, digits, '-' and '_'", path="name")
+        if not self.instruments:
+            raise ConfigError("the instrument list is empty: name at least two instruments to transfer between",
+                              path="instruments")
+        seen: dict[str, int] = {}
+        for i, inst in enumerate(self.instruments):
+            if inst.name in seen:
+                raise ConfigError(f"duplicate instrument {inst.name!r} (also at instruments.{seen[inst.name]})",
+                                  path=f"instruments.{i}.name")
+            seen[inst.name] = i
+        if len(self.instruments) < 2:
+            raise ConfigError("style transfer needs at least two instruments", path="instruments")
+        for i, phase in enumerate(self.curriculum.phases):
+            for term in phase.weights:
+                if term not in self.losses:
+                    raise ConfigError(
+                        f"loss term {term!r} is not defined under `losses`.{did_you_mean(term, self.losses)} "
+                        f"Defined: {', '.join(self.losses)}",
+                        path=f"curriculum.phases.{i}.weights.{term}",
+                    )
+
+    @property
+    def instrument_names(self) -> list[str]:
+        return [i.name for i in self.instruments]
+
+    @property
+    def run_name(self) -> str:
+        return self.run.name or self.name
+
+
+# ----------------------------------------------------------------------------------------------
+# dict -> dataclass conversion
+
+
+def parse_experiment(raw: Any) -> ExperimentConfig:
+    """Validate a composed YAML mapping into the typed config; raises ConfigError with a field path."""
+    return _convert(raw, ExperimentConfig, "")
+
+
+def _join(path: str, key: str | int) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {type(None): "null", float: "a number", int: "an integer", bool: "true/false", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for opt in options:
+            if opt is type(None):
+                continue
+            try:
+                return _convert(value, opt, path)
+            except ConfigError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConfigError(f"expected {_type_name(tp)}, got {value!r}", path=path)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"got {value!r}; allowed: {', '.join(repr(a) for a in allowed)}", path=path)
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"expected {_type_name(tp)}, got {value!r}", path=path)
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, _join(path, i)) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"expected a mapping, got {value!r}", path=path)
+        _, val_tp = typing.get_args(tp)
+        return {str(k): _convert(v, val_tp, _join(path, k)) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _convert_dataclass(value, tp, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"expected true/false, got {value!r}", path=path)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"expected an integer, got {value!r}", path=path)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"expected a number, got {value!r}", path=path)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"expected a string, got {value!r}", path=path)
+        return value
+    raise TypeError(f"config schema uses an unsupported type {tp!r} at {path}")
+
+
+def _convert_dataclass(value: Any, cls: type, path: str) -> Any:
+    if not isinstance(value, dict):
+        raise ConfigError(f"expected a mapping, got {value!r}", path=path or "(top level)")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in value:
+        if key not in fields:
+            raise ConfigError(
+                f"unknown key '{key}'.{did_you_mean(str(key), fields)} Valid keys here: {', '.join(fields)}",
+                path=_join(path, key),
+            )
+    kwargs = {}
+    for name, f in fields.items():
+        if name in value:
+            kwargs[name] = _convert(value[name], hints[name], _join(path, name))
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required field '{name}'", path=_join(path, name))
+    obj = cls(**kwargs)
+    if hasattr(obj, "check"):
+        obj.check(path)
+    return obj
+
+
+def to_dict(cfg: Any) -> Any:
+    """The typed config back to plain YAML-able data (for `config show`, checkpoints and sweeps)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, list):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
