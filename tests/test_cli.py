@@ -1,0 +1,66 @@
+"""The `audiostyle` CLI: every subcommand has --help, and user errors exit 2 with one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from audiostyle.platform.cli import COMMAND_MODULES, build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBCOMMANDS = ["quickstart", "data", "train", "sweep", "checkpoints", "transfer", "evaluate", "validate",
+               "config", "components"]
+
+
+def test_one_subcommand_per_user_job():
+    names = set(build_parser()._subparsers._group_actions[0].choices)
+    assert set(SUBCOMMANDS) <= names
+    assert len(COMMAND_MODULES) == len(set(COMMAND_MODULES))
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_help(name, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([name, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"audiostyle {name}" in out and len(out.splitlines()) >= 3
+
+
+def test_validate_reports_each_file(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"defaults: [{ROOT / 'experiments' / 'piano_violin.yaml'}]\ndata: {{batch_size: -1}}\n")
+    code = main(["validate", str(ROOT / "experiments" / "piano_violin.yaml"), str(bad)])
+    out = capsys.readouterr().out
+    assert code == 2
+    assert "ok      " in out and "INVALID" in out and "data.batch_size" in out and "bad.yaml" in out
+
+
+def test_validate_folder_skips_base_fragments(capsys):
+    assert main(["validate", str(ROOT / "experiments")]) == 0
+    out = capsys.readouterr().out
+    assert "piano_violin.yaml" in out and "base/model.yaml" not in out
+
+
+def test_config_show_prints_resolved_yaml(capsys):
+    import yaml
+
+    assert main(["config", "show", str(ROOT / "experiments" / "quickstart.yaml"), "data.root=/x", "seed=3"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["seed"] == 3 and shown["instruments"][0]["data"] == "/x/piano"
+
+
+def test_components_lists_arguments(capsys):
+    assert main(["components", "decoder"]) == 0
+    out = capsys.readouterr().out
+    assert "autoregressive_decoder" in out and "parallel_decoder" in out and "out_bins = <from config>" in out
+
+
+def test_user_error_is_one_line_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "audiostyle.platform", "config", "show", str(tmp_path / "no.yaml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr and "no.yaml" in proc.stderr

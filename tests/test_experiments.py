@@ -1,0 +1,39 @@
+"""Every experiment YAML in experiments/ validates (torchtune's rule), with nothing built and no Ray."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from audiostyle.platform.config_loader import load_experiment
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+FILES = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if "base" not in p.relative_to(EXPERIMENTS).parts[:-1])
+
+
+def test_there_are_experiments():
+    assert len(FILES) >= 4
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(EXPERIMENTS)))
+def test_experiment_validates(path):
+    cfg = load_experiment(path)
+    assert len(cfg.instruments) >= 2
+
+
+def test_validation_does_not_import_ray_or_build(tmp_path):
+    import subprocess
+
+    code = ("import sys; from audiostyle.platform.config_loader import load_experiment;"
+            f"load_experiment({str(EXPERIMENTS / 'piano_violin.yaml')!r});"
+            "print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_class_count_follows_instrument_list():
+    two = load_experiment(EXPERIMENTS / "piano_violin.yaml")
+    three = load_experiment(EXPERIMENTS / "three_instruments.yaml")
+    assert len(two.instrument_names) == 2 and three.instrument_names == ["piano", "violin", "cello"]

@@ -1,0 +1,57 @@
+"""The package layout guard: mapped folders have no __init__.py, every subpackage is listed, and the
+repo root never shadows the standard library's `platform` (see design.md, packaging section)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _setuptools_cfg() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def test_mapped_folders_have_no_init_and_every_subpackage_is_listed():
+    cfg, found = _setuptools_cfg(), set()
+    for pkg, rel in cfg["package-dir"].items():
+        assert not (ROOT / rel / "__init__.py").exists(), f"{rel}/__init__.py would shadow the standard library"
+        for d in [ROOT / rel, *(p for p in (ROOT / rel).rglob("*") if p.is_dir())]:
+            if "__pycache__" not in d.parts and any(d.glob("*.py")):
+                found.add(".".join([pkg, *d.relative_to(ROOT / rel).parts]))
+    assert found == set(cfg["packages"]), f"unlisted: {found - set(cfg['packages'])}"
+
+
+def test_design_card_top_level_layout_exists():
+    for name in ["README.md", "pyproject.toml", "platform", "components", "datasets", "experiments", "stats", "tests"]:
+        assert (ROOT / name).exists(), name
+    assert not (ROOT / "audiostyle").exists(), "audiostyle is an implicit namespace with no folder of its own"
+
+
+def test_stdlib_platform_still_works_from_repo_root():
+    out = subprocess.run(
+        [sys.executable, "-c", "import platform, numpy; print(platform.system(), platform.__file__)"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout
+    system, path = out.split()
+    assert system and str(ROOT) not in path
+
+
+def test_audiostyle_imports_from_another_directory(tmp_path):
+    code = ("import audiostyle.platform.registry, audiostyle.platform.cli, importlib.metadata as m;"
+            "print(m.version('audiostyle'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.strip()
+
+
+def test_console_script_and_module_entry_agree():
+    via_module = subprocess.run([sys.executable, "-m", "audiostyle.platform", "--help"], cwd=ROOT,
+                                capture_output=True, text=True, check=True).stdout
+    assert "validate" in via_module and "train" in via_module and "transfer" in via_module
