@@ -84,7 +84,7 @@ def test_missing_file_and_missing_folder_are_named(tmp_path):
     ckpt, _ = make_checkpoint()
     save_checkpoint(tmp_path / "c", ckpt)
     (tmp_path / "c" / "optim.pt").unlink()
-    with pytest.raises(CheckpointError, match=r"optim\.pt: missing optimizer state"):
+    with pytest.raises(CheckpointError, match=r"optim\.pt: missing"):
         load_checkpoint(tmp_path / "c")
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nowhere")
