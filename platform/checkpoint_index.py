@@ -1,0 +1,187 @@
+"""Find every training checkpoint under a storage location and rank them by a reported metric.
+
+A storage location is a local folder, an NFS mount or an object-store URI (s3://, gs://, ...), opened
+with pyarrow.fs exactly as Ray Train opens `storage_path`, so whatever Ray could write here can be read.
+Runs live at `<storage>/<run>/checkpoint_*/` and sweeps at `<storage>/<sweep>/trial_<id>/.../checkpoint_*/`
+(contract.md). A checkpoint is any `checkpoint_*` folder holding `state.json`; its step, phase and
+metrics come from that file, completed by the metrics Ray kept in the run's
+`checkpoint_manager_snapshot.json` (the two agree when both exist; state.json wins).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
+
+from audiostyle.platform.errors import CheckpointError, did_you_mean
+
+STATE_FILE = "state.json"
+RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # ray.train.v2 constants: the checkpoint manager's state
+
+
+@dataclass
+class CheckpointRecord:
+    """One checkpoint: where it is, which run (and sweep trial) wrote it, and what it reported."""
+
+    location: str  # local path or URI of the checkpoint folder
+    run: str  # run folder relative to the storage root, e.g. "quickstart" or "sweep1/trial_3/quickstart"
+    name: str  # checkpoint folder name
+    step: int
+    phase: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    instruments: list[str] = field(default_factory=list)
+    sweep: str | None = None
+    trial: str | None = None
+
+    def value(self, metric: str) -> float | None:
+        """The metric's value (`step` is rankable too), or None when this checkpoint did not report it."""
+        if metric == "step":
+            return float(self.step)
+        v = self.metrics.get(metric)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(float(v)):
+            return None
+        return float(v)
+
+
+def is_uri(location: str | Path) -> bool:
+    return len(urlparse(str(location)).scheme) > 1  # one letter is a Windows drive, not a scheme
+
+
+def open_storage(location: str | Path):
+    """(pyarrow filesystem, path inside it) for a local path or URI, as Ray's get_fs_and_path does."""
+    import pyarrow.fs
+
+    text = str(location)
+    if not is_uri(text):
+        return pyarrow.fs.LocalFileSystem(), os.path.abspath(text)
+    try:
+        return pyarrow.fs.FileSystem.from_uri(text)
+    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for unknown schemes or credentials
+        raise CheckpointError(f"{text}: cannot open this storage location ({exc})") from exc
+
+
+def _join_uri(location: str, relative: str) -> str:
+    return location.rstrip("/") + "/" + relative if relative else location
+
+
+def _read_json(fs, path: str) -> dict | None:
+    try:
+        with fs.open_input_stream(path) as fh:
+            data = json.loads(fh.read().decode("utf-8"))
+    except Exception:  # unreadable metadata: the checkpoint is reported as unusable by the caller
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _ray_metrics(fs, run_path: str, cache: dict[str, dict[str, dict]]) -> dict[str, dict]:
+    """checkpoint folder name -> metrics Ray recorded for it (empty when Ray left no snapshot)."""
+    if run_path not in cache:
+        snapshot = _read_json(fs, f"{run_path}/{RAY_SNAPSHOT_FILE}") or {}
+        cache[run_path] = {r.get("checkpoint_dir_name"): r.get("metrics", {}) or {}
+                           for r in snapshot.get("checkpoint_results", []) if isinstance(r, dict)}
+    return cache[run_path]
+
+
+def scan_checkpoints(storage: str | Path, *, skipped: list[str] | None = None) -> list[CheckpointRecord]:
+    """Every checkpoint under `storage`, sorted by run then step.
+
+    Checkpoints whose state.json is missing or unreadable are left out and described in `skipped`.
+    """
+    import pyarrow.fs
+
+    fs, root = open_storage(storage)
+    info = fs.get_file_info(root)
+    if info.type == pyarrow.fs.FileType.NotFound:
+        raise CheckpointError(f"{storage}: storage location not found (give the run.storage_path of a training run)")
+    if info.type != pyarrow.fs.FileType.Directory:
+        raise CheckpointError(f"{storage}: not a folder (give the run.storage_path of a training run)")
+    entries = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
+    ckpt_dirs = sorted(e.path for e in entries if e.type == pyarrow.fs.FileType.Directory
+                       and PurePosixPath(e.path).name.startswith("checkpoint_"))
+    if PurePosixPath(root).name.startswith("checkpoint_"):
+        ckpt_dirs.insert(0, root)  # STORAGE may be one checkpoint folder
+    snapshots: dict[str, dict[str, dict]] = {}
+    records = []
+    for path in ckpt_dirs:
+        rel = os.path.relpath(path, root) if path != root else ""
+        location = _join_uri(str(storage), rel) if is_uri(storage) else path
+        state = _read_json(fs, f"{path}/{STATE_FILE}")
+        if state is None or "step" not in state:
+            if skipped is not None:
+                skipped.append(f"{location}: no readable {STATE_FILE} (incomplete or not an audiostyle checkpoint)")
+            continue
+        run_path = str(PurePosixPath(path).parent)
+        run_rel = os.path.relpath(run_path, root) if path != root else PurePosixPath(run_path).name
+        parts = PurePosixPath(run_rel).parts
+        trial_idx = next((i for i, p in enumerate(parts) if p.startswith("trial_")), None)
+        metrics = {k: v for k, v in _ray_metrics(fs, run_path, snapshots).get(PurePosixPath(path).name, {}).items()
+                   if isinstance(v, (int, float))}
+        metrics.update({k: v for k, v in (state.get("metrics") or {}).items() if isinstance(v, (int, float))})
+        records.append(CheckpointRecord(
+            location=location, run=run_rel, name=PurePosixPath(path).name, step=int(state["step"]),
+            phase=str(state.get("phase", "")), metrics=metrics, instruments=list(state.get("instruments") or []),
+            sweep=parts[trial_idx - 1] if trial_idx else None,
+            trial=parts[trial_idx] if trial_idx is not None else None,
+        ))
+    records.sort(key=lambda r: (r.run, r.step))
+    return records
+
+
+def check_mode(mode: str) -> str:
+    if mode not in ("min", "max"):
+        raise CheckpointError(f"--mode must be 'min' or 'max', got {mode!r}")
+    return mode
+
+
+def rank(records: list[CheckpointRecord], metric: str, mode: str = "min") -> list[CheckpointRecord]:
+    """Records that reported `metric`, best first; CheckpointError listing the metrics there are."""
+    check_mode(mode)
+    scored = [r for r in records if r.value(metric) is not None]
+    if not scored:
+        known = sorted({k for r in records for k in r.metrics} | {"step"})
+        raise CheckpointError(
+            f"no checkpoint reports metric {metric!r}.{did_you_mean(metric, known)} Reported metrics: {', '.join(known)}")
+    # ties go to the later step: with equal scores the longer-trained model is the better guess
+    return sorted(scored, key=lambda r: ((r.value(metric) if mode == "min" else -r.value(metric)), -r.step))
+
+
+def best_checkpoint(storage: str | Path, metric: str = "val/recon", mode: str = "min") -> CheckpointRecord:
+    records = scan_checkpoints(storage)
+    if not records:
+        raise CheckpointError(f"{storage}: no checkpoints found (folders named checkpoint_* holding {STATE_FILE})")
+    return rank(records, metric, mode)[0]
+
+
+@contextlib.contextmanager
+def local_checkpoint(location: str | Path) -> Iterator[Path]:
+    """A local folder with the checkpoint's files: the folder itself, or a temporary copy of a remote one."""
+    if not is_uri(location):
+        yield Path(location)
+        return
+    import pyarrow.fs
+
+    fs, path = open_storage(location)
+    tmp = tempfile.mkdtemp(prefix="audiostyle-ckpt-")
+    try:
+        pyarrow.fs.copy_files(path, tmp, source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem())
+        yield Path(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def format_table(records: list[CheckpointRecord], metrics: list[str]) -> str:
+    """A fixed-width table: run, checkpoint, step, phase and the chosen metric columns."""
+    head = ["run", "checkpoint", "step", "phase", *metrics]
+    rows = [[r.run, r.name, str(r.step), r.phase,
+             *("-" if r.value(m) is None else f"{r.value(m):.4g}" for m in metrics)] for r in records]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [head, *rows]]
+    return "\n".join(lines)

@@ -1,0 +1,237 @@
+"""Timbre transfer of audio arrays and files of any length with an exported bundle.
+
+Long audio is cut into chunks of about the length the model was trained on, transferred in batches,
+and put back together by overlap-add with a Hann (sin^2/cos^2) crossfade. The two fades sum to exactly
+one, so where neighbouring chunks agree the seam is invisible, and where they differ the output moves
+from one to the other smoothly instead of jumping. Files are read with soundfile (wav, flac, ogg, mp3),
+mixed to mono, resampled to the model rate, checked (unreadable, empty, silent -> DataError naming the
+file) before anything is written, and each output is written under a temporary name then renamed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from audiostyle.datasets import audio_io
+from audiostyle.platform.errors import DataError, did_you_mean
+
+AUDIO_EXTENSIONS = audio_io.AUDIO_EXTENSIONS  # wav, flac, ogg, mp3 and the other formats libsndfile reads
+SILENCE_PEAK = 1e-4  # -80 dBFS: below this a file holds no notes to transfer
+DEFAULT_OVERLAP_SECONDS = 0.5  # several STFT frames of crossfade; long enough to hide chunk-edge artefacts
+
+
+def hann_fades(overlap: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fade_in, fade_out) of length `overlap` with fade_in + fade_out == 1 sample by sample."""
+    t = (np.arange(overlap) + 0.5) / max(overlap, 1)
+    fade_in = np.sin(0.5 * np.pi * t) ** 2
+    return fade_in.astype(np.float32), (1.0 - fade_in).astype(np.float32)
+
+
+def overlap_add(audio: np.ndarray, process: Callable[[np.ndarray], np.ndarray], *, chunk: int, overlap: int,
+                batch_size: int = 8, progress: bool = False) -> np.ndarray:
+    """Apply `process` ([B, chunk] -> [B, chunk]) to overlapping chunks of `audio` and crossfade them.
+
+    The last chunk is zero-padded; the output has the input's length.
+    """
+    if overlap < 0 or overlap >= chunk:
+        raise ValueError(f"overlap ({overlap} samples) must be >= 0 and shorter than the chunk ({chunk})")
+    audio = np.asarray(audio, dtype=np.float32)
+    n = len(audio)
+    hop = chunk - overlap
+    n_chunks = max(1, math.ceil(max(n - overlap, 1) / hop))
+    padded = np.zeros((n_chunks - 1) * hop + chunk, dtype=np.float32)
+    padded[:n] = audio
+    starts = [i * hop for i in range(n_chunks)]
+    fade_in, fade_out = hann_fades(overlap)
+    out = np.zeros_like(padded)
+    batches = range(0, n_chunks, batch_size)
+    if progress and n_chunks > batch_size:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc="transfer", unit="batch", leave=False)
+    for b0 in batches:
+        idx = list(range(b0, min(b0 + batch_size, n_chunks)))
+        result = np.asarray(process(np.stack([padded[starts[i]:starts[i] + chunk] for i in idx])), dtype=np.float32)
+        if result.shape != (len(idx), chunk):
+            raise RuntimeError(f"chunk processor returned shape {result.shape}, expected {(len(idx), chunk)}")
+        for row, i in zip(result, idx):
+            if overlap:
+                if i > 0:
+                    row[:overlap] *= fade_in
+                if i < n_chunks - 1:
+                    row[-overlap:] *= fade_out
+            out[starts[i]:starts[i] + chunk] += row
+    return out[:n]
+
+
+def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Mono float32 audio of `path` at `sample_rate`; DataError naming the file if unusable or silent."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such audio file")
+    audio, sr = audio_io.read_audio(path)  # AudioFileError (a DataError) names the file and the problem
+    peak = float(np.max(np.abs(audio)))
+    if peak < SILENCE_PEAK:
+        raise DataError(f"{path}: silent: the audio is silent (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS); "
+                        "there are no notes to transfer")
+    return resample(audio, sr, sample_rate)
+
+
+def resample(audio: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
+    return np.asarray(audio_io.resample(np.asarray(audio, dtype=np.float32), sr, sample_rate), dtype=np.float32)
+
+
+def find_audio_files(inputs: Iterable[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively) into audio files, in a stable order."""
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
+            if not found:
+                raise DataError(f"{p}: the folder holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"{p}: no such file or folder")
+    return files
+
+
+def write_audio_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
+    """Write 16-bit WAV/FLAC (by suffix) under a temporary name in the same folder, then rename."""
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
+    if peak > 0.999:  # a decoder can overshoot; scale rather than clip, which would add distortion
+        audio = audio * (0.99 / peak)
+    fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        sf.write(str(tmp), audio, sample_rate, subtype="PCM_16", format=fmt)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+class Transferer:
+    """A loaded bundle ready to transfer audio: `Transferer(bundle, "cpu").transfer_array(x, sr, to="violin")`."""
+
+    def __init__(self, bundle: str | Path | None = None, device: str = "cpu", *, chunk_seconds: float | None = None,
+                 overlap_seconds: float | None = None, use_cache: bool = True, batch_size: int = 8,
+                 loaded: tuple | None = None):
+        if loaded is None:
+            from audiostyle.platform.bundle import load_bundle
+
+            loaded = load_bundle(bundle)
+        self.model, self.cfg, self.meta = loaded
+        self.device = torch.device(device)
+        self.model.to(self.device).eval()
+        self.sample_rate = int(self.cfg.data.sample_rate)
+        self.instruments = list(self.cfg.instrument_names)
+        chunk_seconds = chunk_seconds or float(self.cfg.data.segment_seconds)
+        overlap_seconds = DEFAULT_OVERLAP_SECONDS if overlap_seconds is None else overlap_seconds
+        self.chunk = int(round(chunk_seconds * self.sample_rate))
+        self.overlap = min(int(round(overlap_seconds * self.sample_rate)), self.chunk // 2)
+        self.use_cache = use_cache
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, cfg, meta: dict | None = None, device: str = "cpu",
+                   **kwargs) -> Transferer:
+        """Wrap an in-memory TimbreTransferModel (e.g. straight after training) instead of a bundle."""
+        return cls(device=device, loaded=(model, cfg, meta or {}), **kwargs)
+
+    def check_instrument(self, name: str) -> int:
+        if name not in self.instruments:
+            raise DataError(f"unknown instrument {name!r}: this bundle transfers between "
+                            f"{', '.join(self.instruments)}.{did_you_mean(name, self.instruments)}")
+        return self.instruments.index(name)
+
+    @torch.no_grad()
+    def style_for(self, to: str | None = None, reference: str | Path | np.ndarray | None = None,
+                  reference_sr: int | None = None) -> torch.Tensor:
+        """The style vector [1, d]: the training-set prototype of `to`, or the mean style of a reference clip."""
+        if reference is None:
+            return self.model.prototypes[self.check_instrument(to)].detach().to(self.device)[None]
+        if isinstance(reference, (str, Path)):
+            ref = read_audio(reference, self.sample_rate)
+        else:
+            ref = resample(np.asarray(reference, dtype=np.float32), reference_sr or self.sample_rate, self.sample_rate)
+        size = min(self.chunk, len(ref))
+        pieces = np.stack([ref[i:i + size] for i in range(0, len(ref) - size + 1, size)])
+        styles = self.model.style_of(torch.from_numpy(pieces).to(self.device))
+        return styles.mean(dim=0, keepdim=True)
+
+    @torch.no_grad()
+    def transfer_array(self, audio: np.ndarray, sr: int, to: str | None = None, *,
+                       reference: str | Path | np.ndarray | None = None, style: torch.Tensor | None = None,
+                       progress: bool = False) -> np.ndarray:
+        """Transfer mono `audio` at `sr` to instrument `to` (or to the style of `reference`, or `style`).
+
+        A reference array is taken to be at `sr`. Returns float32 audio at the model's sample rate
+        (`self.sample_rate`).
+        """
+        if reference is None and to is None and style is None:
+            raise ValueError("give a target instrument (to=...), a reference clip or a style vector")
+        if style is None:
+            style = self.style_for(to, reference, sr)
+        audio = resample(np.asarray(audio, dtype=np.float32).reshape(-1), sr, self.sample_rate)
+
+        def process(chunks: np.ndarray) -> np.ndarray:
+            x = torch.from_numpy(chunks).to(self.device)
+            y = self.model.transfer(x, style.expand(len(chunks), -1), use_cache=self.use_cache)
+            return y.float().cpu().numpy()
+
+        return overlap_add(audio, process, chunk=self.chunk, overlap=self.overlap, batch_size=self.batch_size,
+                           progress=progress)
+
+
+def output_path(src: Path, out_dir: Path, to: str, suffix: str = ".wav") -> Path:
+    return out_dir / f"{src.stem}.{to}{suffix}"
+
+
+def transfer_files(bundle_or_model: str | Path | Transferer, inputs: Sequence[str | Path], target_instrument: str,
+                   *, out_dir: str | Path, reference: str | Path | None = None, device: str = "cpu",
+                   chunk_seconds: float | None = None, overlap_seconds: float | None = None,
+                   use_cache: bool = True, out_format: str = "wav", log: Callable[[str], None] | None = None,
+                   ) -> list[Path]:
+    """Transfer every input file (or folder of them) to `target_instrument`; returns the written paths.
+
+    Everything is checked first (instrument, every file readable and non-silent, the reference), so a bad
+    input stops the run before any output exists. Prints each file's real-time factor through `log`.
+    """
+    log = log or (lambda s: print(s, file=sys.stderr))
+    tr = bundle_or_model if isinstance(bundle_or_model, Transferer) else Transferer(
+        bundle_or_model, device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds, use_cache=use_cache)
+    tr.check_instrument(target_instrument)
+    files = find_audio_files(inputs)
+    for f in files:  # decode cost is small next to the model; failing before writing anything matters more
+        read_audio(f, tr.sample_rate)
+    style = None if reference is None else tr.style_for(reference=reference)
+    out_dir = Path(out_dir)
+    written, total_audio, total_time = [], 0.0, 0.0
+    for f in files:
+        audio = read_audio(f, tr.sample_rate)
+        t0 = time.perf_counter()
+        y = tr.transfer_array(audio, tr.sample_rate, to=target_instrument, style=style, progress=True)
+        elapsed = time.perf_counter() - t0
+        dest = write_audio_atomic(output_path(f, out_dir, target_instrument, f".{out_format}"), y, tr.sample_rate)
+        seconds = len(audio) / tr.sample_rate
+        total_audio, total_time = total_audio + seconds, total_time + elapsed
+        log(f"{f} ({seconds:.1f} s) -> {dest}  [{elapsed:.1f} s, real-time factor {elapsed / seconds:.3f}]")
+        written.append(dest)
+    if len(files) > 1:
+        log(f"{len(files)} files, {total_audio:.1f} s of audio in {total_time:.1f} s: "
+            f"real-time factor {total_time / max(total_audio, 1e-9):.3f} on {tr.device} (<1 is faster than real time)")
+    return written
+
