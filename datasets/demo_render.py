@@ -1,0 +1,269 @@
+"""`render_demo`: build demo instrument datasets from SoundFont renderings of music21 melodies.
+
+Pieces are split by piece (train/val/test) with a seed. Train and val pieces are drawn per instrument;
+the test split is paired: the same test pieces, with the same notes, on every instrument
+(recording_id = piece id), their note lists kept in `<out_root>/notes/<piece_id>.json`. An optional
+`heldout` split renders the test pieces with a SoundFont not used for training. Audio is written as FLAC
+into `<out_root>/.render/` with a JSONL manifest, then ingested into shards by `datasets.ingest` and
+summarised into normalization statistics by `stats.normalization_stats`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from audiostyle.datasets.demo_scores import (
+    PieceRef,
+    catalog,
+    load_line,
+    ordered,
+    realize,
+    stable_rng,
+    write_atomic,
+    write_json_atomic,
+)
+from audiostyle.datasets.soundfonts import (
+    InstrumentSpec,
+    NoteRenderer,
+    SoundFont,
+    choose_soundfonts,
+    find_soundfonts,
+    instrument_spec,
+    paired_range,
+)
+from audiostyle.platform.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
+DEFAULT_SECONDS = 40.0  # CI-sized: a few 10-s excerpts per split, rendered in well under a second
+RENDER_FORMAT = 1  # bump when the rendering changes, so stale staged FLAC is not reused
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One rendering to make: a piece's timed notes on one instrument with one SoundFont."""
+
+    recording_id: str
+    piece_id: str
+    split: str
+    notes: tuple[dict, ...]
+
+
+def split_of(piece_id: str, seed: int) -> str:
+    """The split a piece belongs to, for every instrument and duration: a property of (seed, piece)."""
+    u = float(stable_rng("split", seed, piece_id).random())
+    edge = 0.0
+    for split, fraction in SPLIT_FRACTIONS.items():
+        edge += fraction
+        if u < edge:
+            return split
+    return "test"
+
+
+def _take(refs: Sequence[PieceRef], target_seconds: float, cache_dir: Path | None, realize_kwargs: dict) -> list[tuple[str, list[dict]]]:
+    """Pieces from `refs`, in order, realized until `target_seconds` of notes (at least one piece)."""
+    taken: list[tuple[str, list[dict]]] = []
+    total = 0.0
+    for ref in refs:
+        if taken and total >= target_seconds:
+            break
+        line = load_line(ref, cache_dir)
+        notes = realize(line, **realize_kwargs) if line is not None else None
+        if notes:
+            taken.append((ref.piece_id, notes))
+            total += notes[-1]["offset"]
+    if not taken:
+        raise DataError("no usable piece found in the music21 corpus for the demo; is music21 installed completely?")
+    return taken
+
+
+def plan_recordings(spec: InstrumentSpec, total_seconds: float, *, seed: int, cache_dir: Path | None = None) -> list[Recording]:
+    """Train, val and (paired) test recordings for one instrument, `total_seconds` of notes in all."""
+    pool = catalog()
+    by_split = {split: [r for r in pool if split_of(r.piece_id, seed) == split] for split in SPLIT_FRACTIONS}
+    # Excerpts of at most a quarter of the total (10-60 s) give every split several pieces at CI size
+    # and keep long quartet movements from filling an instrument alone.
+    cap = float(np.clip(total_seconds / 4, 10.0, 60.0))
+    low, high = paired_range()
+    recordings = []
+    for split, fraction in SPLIT_FRACTIONS.items():
+        if split == "test":  # same order and same range for every instrument: the split is paired
+            refs = ordered(by_split[split], seed, split)
+            kwargs = {"seed": seed, "low": low, "high": high, "max_seconds": cap, "require_fit": True}
+        else:
+            refs = ordered(by_split[split], seed, split, spec.name)
+            kwargs = {"seed": seed, "low": spec.low, "high": spec.high, "max_seconds": cap}
+        for piece_id, notes in _take(refs, fraction * total_seconds, cache_dir, kwargs):
+            recordings.append(Recording(piece_id, piece_id, split, tuple(notes)))
+    return recordings
+
+
+def heldout_recordings(recordings: Sequence[Recording], soundfont: SoundFont) -> list[Recording]:
+    """The test recordings again, as split `heldout`; ids `<piece_id>--<soundfont>` (piece ids have no '--')."""
+    return [Recording(f"{r.piece_id}--{soundfont.name}", r.piece_id, "heldout", r.notes) for r in recordings if r.split == "test"]
+
+
+def _signature(**fields: object) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _write_notes(notes_dir: Path, recordings: Sequence[Recording]) -> None:
+    for rec in recordings:
+        if rec.split != "test":
+            continue
+        path = notes_dir / f"{rec.piece_id}.json"
+        notes = list(rec.notes)
+        if path.is_file():
+            try:
+                if json.loads(path.read_text()) == notes:
+                    continue
+            except ValueError:
+                pass  # damaged: rewritten below
+        write_json_atomic(path, notes)
+
+
+def _resolve_seconds(seconds_per_instrument: float | None, minutes: float | None) -> float:
+    if seconds_per_instrument is not None and minutes is not None:
+        raise ConfigError("give either seconds_per_instrument or minutes, not both", path="minutes")
+    seconds = seconds_per_instrument if seconds_per_instrument is not None else (
+        minutes * 60.0 if minutes is not None else DEFAULT_SECONDS)
+    if not seconds > 0:
+        raise ConfigError(f"must be > 0, got {seconds}", path="minutes" if minutes is not None else "seconds_per_instrument")
+    return float(seconds)
+
+
+def stage_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano", "violin"), *,
+               seconds_per_instrument: float | None = None, minutes: float | None = None, seed: int = 0,
+               heldout_soundfont: bool = True, progress: bool = False, sample_rate: int = 22050,
+               cache_dir: str | os.PathLike | None = None,
+               soundfont_dirs: Sequence[str | os.PathLike] | None = None) -> dict:
+    """Render the demo audio as FLAC under `<out_root>/.render/` and write `<out_root>/notes/`.
+
+    Per instrument the result lists the JSONL manifest (path, recording_id, split) that
+    `datasets.ingest.add_instrument` reads. Staged FLAC is reused when it exists (written atomically,
+    so an existing file is complete); the staging folder name carries a hash of everything that
+    changes the audio, so other arguments never reuse stale audio.
+    """
+    from tqdm.auto import tqdm
+
+    specs = [instrument_spec(name) for name in instruments]
+    if not specs:
+        raise ConfigError("no instruments given", path="instruments")
+    total_seconds = _resolve_seconds(seconds_per_instrument, minutes)
+    out_root = Path(out_root)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    training_sf, heldout_sf = choose_soundfonts(find_soundfonts(soundfont_dirs))
+    heldout_note = None
+    if heldout_soundfont and heldout_sf is None:
+        heldout_note = (f"heldout split skipped: only {training_sf.name} ({training_sf.path}) is available, so no "
+                        "SoundFont can be held out; install fluid-soundfont-gm or musescore-general-soundfont "
+                        "to get one")
+        logger.warning(heldout_note)
+    if not heldout_soundfont:
+        heldout_sf = None
+    renderers: dict[str, NoteRenderer] = {}
+
+    result: dict = {"out_root": str(out_root), "sample_rate": sample_rate, "seed": seed,
+                    "seconds_per_instrument": total_seconds,
+                    "soundfonts": {"train": str(training_sf.path), "heldout": str(heldout_sf.path) if heldout_sf else None},
+                    "heldout_skipped": heldout_note, "instruments": {}, "test_pieces": []}
+    rendered_seconds = render_wall = 0.0
+    for spec in specs:
+        recordings = plan_recordings(spec, total_seconds, seed=seed, cache_dir=cache)
+        jobs = [(r, training_sf) for r in recordings]
+        if heldout_sf is not None:
+            jobs += [(r, heldout_sf) for r in heldout_recordings(recordings, heldout_sf)]
+        sig = _signature(format=RENDER_FORMAT, instrument=spec, seconds=total_seconds, seed=seed, sample_rate=sample_rate,
+                         soundfonts=[training_sf.name, heldout_sf.name if heldout_sf else None])
+        stage = out_root / ".render" / f"{spec.name}-{sig}"
+        rows = []
+        for rec, soundfont in tqdm(jobs, desc=f"render {spec.name}", unit="piece", disable=not progress):
+            path = stage / soundfont.name / f"{rec.recording_id}.flac"
+            if not path.is_file():
+                if soundfont.name not in renderers:  # loaded on first need: nothing to load on a re-run
+                    renderers[soundfont.name] = NoteRenderer(soundfont, sample_rate)
+                start = time.perf_counter()
+                audio = renderers[soundfont.name].render(spec.program, rec.notes)
+                render_wall += time.perf_counter() - start
+                rendered_seconds += len(audio) / sample_rate
+                write_atomic(path, lambda tmp, a=audio: sf.write(tmp, a, sample_rate, format="FLAC", subtype="PCM_16"))
+            rows.append({"path": str(path.resolve()), "recording_id": rec.recording_id, "split": rec.split})
+        manifest_path = stage / "manifest.jsonl"
+        text = "".join(json.dumps(row) + "\n" for row in rows)
+        if not manifest_path.is_file() or manifest_path.read_text() != text:
+            write_atomic(manifest_path, lambda tmp, t=text: Path(tmp).write_text(t))
+        _write_notes(out_root / "notes", recordings)
+        result["instruments"][spec.name] = {"staging": str(stage), "source_manifest": str(manifest_path),
+                                            "recordings": len(rows)}
+        result["test_pieces"] = sorted(r.piece_id for r in recordings if r.split == "test")
+    result["rendered_seconds"] = round(rendered_seconds, 3)
+    result["render_wall_seconds"] = round(render_wall, 3)
+    return result
+
+
+def render_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano", "violin"), *,
+                seconds_per_instrument: float | None = None, minutes: float | None = None, seed: int = 0,
+                heldout_soundfont: bool = True, progress: bool = False, sample_rate: int = 22050,
+                cache_dir: str | os.PathLike | None = None,
+                soundfont_dirs: Sequence[str | os.PathLike] | None = None) -> dict:
+    """Render, ingest and summarise demo instruments under `out_root`; returns what was made.
+
+    `<out_root>/<instrument>/` gets shards + manifest.json + stats.npz, `<out_root>/notes/` the paired
+    test note lists. Defaults make a CI-sized set (about a minute of audio per instrument, seconds of
+    work); `minutes=30` a real local one. Re-running with the same arguments reuses the staged FLAC,
+    shards and statistics. The result is stage_demo's plus, per instrument, the manifest and stats
+    paths and seconds per split.
+    """
+    result = stage_demo(out_root, instruments, seconds_per_instrument=seconds_per_instrument, minutes=minutes,
+                        seed=seed, heldout_soundfont=heldout_soundfont, progress=progress, sample_rate=sample_rate,
+                        cache_dir=cache_dir, soundfont_dirs=soundfont_dirs)
+    for name, info in result["instruments"].items():
+        info.update(_ingest_and_stats(name, Path(info["source_manifest"]), Path(out_root) / name,
+                                      sample_rate=sample_rate, seed=seed, progress=progress))
+    return result
+
+
+def _ingest_and_stats(instrument: str, source_manifest: Path, instrument_dir: Path, *, sample_rate: int, seed: int,
+                      progress: bool) -> dict:
+    """Shards via datasets.ingest, then stats.npz via stats.normalization_stats.
+
+    A stamp beside the staged audio records the manifest.json checksum those produced; when it still
+    matches (a re-run with the same arguments), both steps are skipped.
+    """
+    stamp_path = source_manifest.with_name("ingested.json")
+    manifest_json = instrument_dir / "manifest.json"
+    try:
+        stamp = json.loads(stamp_path.read_text())
+        if (stamp["source_sha256"] == _sha256(source_manifest) and stamp["manifest_sha256"] == _sha256(manifest_json)
+                and Path(stamp["stats"]).is_file()):
+            return {k: stamp[k] for k in ("dir", "manifest", "stats", "seconds")}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no stamp, or a stale/damaged one: ingest again (itself idempotent)
+
+    from audiostyle.datasets.ingest import add_instrument
+    from audiostyle.platform.registry import build
+    from audiostyle.stats.normalization_stats import compute_instrument_stats
+
+    manifest = add_instrument(instrument, source_manifest, instrument_dir, sample_rate=sample_rate, seed=seed,
+                              progress=progress)
+    frontend = build("frontend", {"component": "stft_cqt"}, path="model.frontend", sample_rate=sample_rate)
+    stats_path = compute_instrument_stats(instrument_dir, frontend)
+    info = {"dir": str(instrument_dir), "manifest": str(manifest_json), "stats": str(stats_path),
+            "seconds": {name: split["seconds"] for name, split in manifest["splits"].items()}}
+    write_json_atomic(stamp_path, {**info, "source_sha256": _sha256(source_manifest),
+                                   "manifest_sha256": _sha256(manifest_json)})
+    return info
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
