@@ -4,3 +4,9 @@ The registry imports it once, lazily, on the first lookup. Add a new component m
 """
 
 # Each import runs that module's @register decorators.
+import audiostyle.components.autoregressive_decoder  # noqa: F401
+import audiostyle.components.content_encoder  # noqa: F401
+import audiostyle.components.discriminator  # noqa: F401
+import audiostyle.components.frontend  # noqa: F401
+import audiostyle.components.parallel_decoder  # noqa: F401
+import audiostyle.components.style_encoder  # noqa: F401
