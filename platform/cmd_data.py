@@ -1,15 +1,137 @@
-"""`audiostyle data`: add instrument datasets, render demo instruments, compute statistics."""
+"""`audiostyle data`: add an instrument dataset, render the demo instruments, summarise a dataset folder.
+
+Only argparse is imported at module level; ingest, rendering and their heavy dependencies load inside
+the run functions so `audiostyle --help` stays instant.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+_ADD_EXAMPLES = """examples:
+  audiostyle data add cello recordings/cello/                    # every audio file under the folder
+  audiostyle data add cello takes.csv --out data/mine/cello      # CSV: path[,recording_id][,split]
+  audiostyle data add flute takes.jsonl --segment-seconds 8 --shard-size-mb 512
+
+SOURCE is a folder (searched recursively; wav, flac, ogg, mp3, aiff) or a .csv/.jsonl list whose rows
+name `path` (relative to the list), optionally `recording_id` (files sharing one are split together)
+and `split` (train, val, test or heldout; fixed instead of drawn). Audio is made mono, resampled,
+loudness-normalized, cut into segments with silence dropped, and split by recording with --seed.
+Re-running is safe: the same input gives the same shards; an interrupted run is completed by the next.
+Files that cannot be used are skipped and listed with the reason (also in manifest.json)."""
+
+_DEMO_EXAMPLES = """examples:
+  audiostyle data demo                                   # piano + violin, CI-sized, a few seconds
+  audiostyle data demo --instruments piano,violin,cello  # a third class for experiments/three_instruments.yaml
+  audiostyle data demo --minutes 30                      # a real local set: 30 min per instrument
+
+Renders music21's bundled scores with real SoundFont samples (tinysoundfont), so nothing is downloaded.
+The test split is paired: the same pieces on every instrument, with their note lists under notes/."""
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="add instrument datasets, render demo instruments, compute statistics", description="Add instrument datasets, render demo instruments, compute statistics.")
-    p.set_defaults(func=run)
+    p = sub.add_parser("data", help="add instrument datasets, render demo instruments, summarise datasets",
+                       description="Add instrument datasets (WebDataset shards + manifest), render the demo "
+                                   "instruments, or summarise an instrument folder.")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    add = dsub.add_parser("add", help="ingest recordings of one instrument into shards", epilog=_ADD_EXAMPLES,
+                          formatter_class=fmt, description="Ingest recordings of one instrument into WebDataset "
+                                                           "shards (FLAC + JSON per segment) and a manifest.json.")
+    add.add_argument("instrument", metavar="INSTRUMENT", help="class name: lower-case letters, digits, '_'")
+    add.add_argument("source", metavar="SOURCE", help="folder of audio files, or a .csv / .jsonl list of them")
+    add.add_argument("--out", metavar="DIR", help="output folder (default: data/<INSTRUMENT>)")
+    add.add_argument("--sample-rate", type=int, default=22050, help="resample to this rate (default: 22050)")
+    add.add_argument("--segment-seconds", type=float, default=10.0,
+                     help="segment length stored in the shards; training crops shorter windows (default: 10)")
+    add.add_argument("--shard-size-mb", type=float, default=256.0, help="maximum shard size (default: 256)")
+    add.add_argument("--split", default="0.8,0.1,0.1", metavar="TRAIN,VAL,TEST",
+                     help="fractions of recordings per split (default: 0.8,0.1,0.1)")
+    add.add_argument("--seed", type=int, default=0, help="seed of the train/val/test draw (default: 0)")
+    add.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add.set_defaults(func=run_add)
+
+    demo = dsub.add_parser("demo", help="render demo instruments from SoundFonts (no downloads)",
+                           epilog=_DEMO_EXAMPLES, formatter_class=fmt,
+                           description="Render demo instruments from SoundFonts and ingest them into shards, "
+                                       "with normalization statistics and paired test note lists.")
+    demo.add_argument("--out", default="data/demo", metavar="DIR", help="output root (default: data/demo)")
+    demo.add_argument("--instruments", default="piano,violin",
+                      help="comma-separated General MIDI names, e.g. piano,violin,cello,flute,trumpet,clarinet,"
+                           "guitar (default: piano,violin)")
+    size = demo.add_mutually_exclusive_group()
+    size.add_argument("--minutes", type=float, help="minutes of audio per instrument (a real local set: 30-60)")
+    size.add_argument("--seconds", type=float, help="seconds of audio per instrument (tests use ~40)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of piece selection and splits (default: 0)")
+    demo.add_argument("--no-heldout", action="store_true", help="do not hold a SoundFont out for a 'heldout' split")
+    demo.set_defaults(func=run_demo)
+
+    info = dsub.add_parser("info", help="summarise an instrument folder (its manifest.json)",
+                           description="Print segments and hours per split, shards and skipped files of an "
+                                       "instrument folder, or of every instrument folder under a demo root.")
+    info.add_argument("dir", metavar="DIR", help="instrument folder or URL prefix holding manifest.json, or a root")
+    info.set_defaults(func=run_info)
 
 
-def run(args: argparse.Namespace) -> int:
-    print("`audiostyle data` is not built yet: it arrives with issue #3.")
-    return 1
+def _yaml_line(name: str, location: str) -> str:
+    return f"  - {{name: {name}, data: \"{location}\"}}"
+
+
+def run_add(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from audiostyle.datasets.ingest import add_instrument
+    from audiostyle.datasets.manifest import summary_lines
+    from audiostyle.platform.errors import ConfigError
+
+    try:
+        fractions = tuple(float(x) for x in args.split.split(","))
+    except ValueError:
+        fractions = ()
+    if len(fractions) != 3:
+        raise ConfigError(f"--split must be three comma-separated numbers (train,val,test), got {args.split!r}")
+    out = Path(args.out or Path("data") / args.instrument)
+    manifest = add_instrument(args.instrument, args.source, out, sample_rate=args.sample_rate,
+                              segment_seconds=args.segment_seconds,
+                              shard_max_bytes=int(args.shard_size_mb * 1024 * 1024), split_fractions=fractions,
+                              seed=args.seed, progress=not args.no_progress)
+    print(f"wrote {out}/")
+    print("\n".join(summary_lines(manifest)))
+    print("\nAdd this line under `instruments:` in your experiment YAML:")
+    print(_yaml_line(args.instrument, str(out)))
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from audiostyle.datasets.demo_render import render_demo
+    from audiostyle.datasets.manifest import read_manifest, summary_lines
+
+    names = tuple(n.strip() for n in args.instruments.split(",") if n.strip())
+    render_demo(args.out, names, seconds_per_instrument=args.seconds, minutes=args.minutes, seed=args.seed,
+                heldout_soundfont=not args.no_heldout, progress=True)
+    for name in names:
+        print("\n".join(summary_lines(read_manifest(Path(args.out) / name))))
+    print(f"\nInstruments under {args.out}/; list them in an experiment YAML as:")
+    for name in names:
+        print(_yaml_line(name, f"${{data.root}}/{name}"))
+    print(f"(with data.root: {args.out})")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from audiostyle.datasets.manifest import MANIFEST_NAME, is_url, read_manifest, summary_lines
+
+    folder = Path(args.dir)
+    if not is_url(args.dir) and not (folder / MANIFEST_NAME).exists() and folder.is_dir():
+        found = sorted(p.parent for p in folder.glob(f"*/{MANIFEST_NAME}"))
+        if found:  # a root such as data/demo: summarise every instrument in it
+            for sub in found:
+                print("\n".join(summary_lines(read_manifest(sub))))
+            return 0
+    print("\n".join(summary_lines(read_manifest(args.dir))))
+    return 0

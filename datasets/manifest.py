@@ -1,0 +1,123 @@
+"""An instrument folder's manifest.json: atomic write, read from local paths or URLs, and a summary.
+
+The manifest is the only thing readers trust: a shard not listed in it is invisible, so ingest writes
+the manifest last (temp name, then os.replace) and withdraws it before changing a listed shard.
+Locations may be local folders or URL prefixes: `file:`, `pipe:` (a command whose output is the file;
+the file name is appended to the command), `http(s)://` and any fsspec object store (s3://, gs://, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname, urlopen
+
+from audiostyle.platform.errors import DataError
+
+MANIFEST_NAME = "manifest.json"
+SPLITS = ("train", "val", "test", "heldout")
+REQUIRED_KEYS = ("instrument", "sample_rate", "segment_seconds", "splits", "shards")
+
+
+def is_url(location: str) -> bool:
+    scheme = urlparse(str(location)).scheme
+    return len(scheme) > 1  # one letter is a Windows drive, not a scheme
+
+
+def join_location(location: str | Path, name: str) -> str:
+    """`<location>/<name>` for folders and URL prefixes alike (pipe: commands get the name appended)."""
+    return str(location).rstrip("/") + "/" + name
+
+
+def open_url(url: str) -> IO[bytes]:
+    """Open a local path or URL for binary reading (the same rules serve manifests and shards)."""
+    scheme = urlparse(url).scheme if is_url(url) else ""
+    if scheme == "":
+        return open(url, "rb")
+    if scheme == "file":
+        return open(url2pathname(urlparse(url).path), "rb")
+    if scheme == "pipe":
+        import webdataset as wds
+
+        return wds.gopen(url, "rb")
+    if scheme in ("http", "https"):
+        return urlopen(url, timeout=60)  # noqa: S310 - a user-configured data location
+    import fsspec  # object stores: s3://, gs://, az://, memory://, ... (the backend package must be installed)
+
+    return fsspec.open(url, "rb").open()
+
+
+def read_manifest(location: str | Path) -> dict[str, Any]:
+    """Load and check `<location>/manifest.json`; DataError naming the file when missing or malformed."""
+    path = join_location(location, MANIFEST_NAME)
+    try:
+        with open_url(path) as fh:
+            raw = fh.read()
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: no readable manifest ({exc}). Create the dataset with "
+                        f"`audiostyle data add INSTRUMENT SOURCE --out {location}` (or `audiostyle data demo`); "
+                        "an interrupted `data add` leaves no manifest until it is re-run to completion.") from exc
+    if not raw:
+        raise DataError(f"{path}: the manifest is empty (a failed `pipe:` command or download?)")
+    try:
+        manifest = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: manifest is not valid JSON ({exc}); re-run `audiostyle data add`") from exc
+    missing = [k for k in REQUIRED_KEYS if not isinstance(manifest, dict) or k not in manifest]
+    if missing:
+        raise DataError(f"{path}: manifest lacks {', '.join(missing)}; re-run `audiostyle data add`")
+    return manifest
+
+
+def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
+    """Write `<folder>/manifest.json` atomically (sorted keys, so equal content gives equal bytes)."""
+    dest = Path(folder) / MANIFEST_NAME
+    temp = dest.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
+    with open(temp, "w", encoding="utf-8") as fh:
+        json.dump(manifest, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(temp, dest)
+    return dest
+
+
+def withdraw_manifest(folder: str | Path) -> bool:
+    """Remove the manifest (before a shard it lists changes); True if there was one."""
+    path = Path(folder) / MANIFEST_NAME
+    if path.exists():
+        path.unlink()
+        return True
+    return False
+
+
+def shard_urls(location: str | Path, manifest: dict[str, Any], split: str) -> list[str]:
+    """URLs of a split's shards; DataError naming the manifest when the split has none."""
+    shards = manifest["splits"].get(split, {}).get("shards", [])
+    if not shards:
+        present = [s for s, v in manifest["splits"].items() if v.get("shards")]
+        raise DataError(
+            f"{join_location(location, MANIFEST_NAME)}: instrument {manifest['instrument']!r} has no "
+            f"'{split}' shards (splits present: {', '.join(present) or 'none'}). Give it more recordings "
+            "(splits are made by recording) or set split fractions so this split gets at least one.")
+    return [join_location(location, name) for name in shards]
+
+
+def summary_lines(manifest: dict[str, Any]) -> list[str]:
+    """Human-readable summary: segments and hours per split, shard count, skipped files with reasons."""
+    lines = [f"instrument {manifest['instrument']}: {manifest['sample_rate']} Hz, "
+             f"{manifest['segment_seconds']:g} s segments, {len(manifest['shards'])} shards, "
+             f"{len(manifest.get('recordings', {}))} recordings"]
+    for split in SPLITS:
+        info = manifest["splits"].get(split)
+        if info:
+            lines.append(f"  {split:<8} {info['segments']:>7} segments {info['seconds'] / 3600:8.3f} h "
+                         f"in {len(info['shards'])} shard(s)")
+    skipped = manifest.get("skipped", [])
+    lines.append(f"  skipped  {len(skipped)} file(s)" + (":" if skipped else ""))
+    for item in skipped:
+        lines.append(f"    {item['file']}: {item['reason']}")
+    return lines

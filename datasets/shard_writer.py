@@ -1,0 +1,164 @@
+"""Atomic WebDataset shard writing: `{split}-{NNNNNN}.tar` files of FLAC + JSON segments, with checksums.
+
+Each shard is written under a hidden temporary name in the destination folder and renamed with
+os.replace only once complete, so a reader never sees a partial tar. The tar bytes are reproducible
+(fixed mtime, owner and mode), so re-running an ingest yields byte-identical shards with identical
+sha256 sums, and an unchanged shard is not rewritten at all. The two members of a segment
+(`<key>.flac`, `<key>.json`) are always adjacent, as WebDataset requires.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import webdataset as wds
+
+TEMP_PREFIX = ".partial-"
+# Keys become tar member names `<key>.<ext>`; WebDataset splits at the first dot, so no dots.
+_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_TAR_BLOCK = 512
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:06d}.tar"
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def remove_stale_temps(folder: str | Path) -> list[str]:
+    """Delete temporary shards left by a killed run (they were never renamed, so nothing reads them)."""
+    removed = []
+    for p in Path(folder).glob(f"{TEMP_PREFIX}*"):
+        p.unlink(missing_ok=True)
+        removed.append(p.name)
+    return removed
+
+
+def _member_bytes(payload_len: int) -> int:
+    """Bytes a member takes in a tar: one header block plus the payload padded to whole blocks."""
+    return _TAR_BLOCK + -(-payload_len // _TAR_BLOCK) * _TAR_BLOCK
+
+
+class _HashingFile:
+    """Write-through wrapper that hashes and counts every byte on its way to the file."""
+
+    def __init__(self, fh: BinaryIO):
+        self.fh = fh
+        self.sha = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.bytes += len(data)
+        return self.fh.write(data)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+@dataclass
+class ShardInfo:
+    name: str
+    sha256: str
+    segments: int
+    bytes: int
+    seconds: float
+
+
+class ShardSequenceWriter:
+    """Writes one split's segments into consecutive shards of at most `max_bytes` each.
+
+    `before_replace(path)` is called just before an existing shard is replaced by different bytes
+    (ingest uses it to withdraw the manifest that vouched for the old shard).
+    """
+
+    def __init__(self, folder: str | Path, split: str, max_bytes: int,
+                 before_replace: Callable[[Path], None] | None = None):
+        self.folder = Path(folder)
+        self.split = split
+        self.max_bytes = int(max_bytes)
+        self.before_replace = before_replace
+        self.shards: list[ShardInfo] = []
+        self._tar: wds.TarWriter | None = None
+        self._fh: BinaryIO | None = None
+        self._hash: _HashingFile | None = None
+        self._temp: Path | None = None
+        self._count = 0
+        self._seconds = 0.0
+        self._keys: set[str] = set()
+
+    def write_segment(self, key: str, flac: bytes, record: dict[str, Any]) -> None:
+        """Append one segment (FLAC bytes + JSON record); starts a new shard when this one is full."""
+        if not _KEY_RE.match(key):
+            raise ValueError(f"segment key {key!r} must use only letters, digits, '_' and '-'")
+        if key in self._keys:
+            raise ValueError(f"duplicate segment key {key!r} in split {self.split!r}")
+        self._keys.add(key)
+        meta = json.dumps(record, sort_keys=True).encode("utf-8")
+        size = _member_bytes(len(flac)) + _member_bytes(len(meta))
+        # 2 blocks of end-of-archive zeros; a shard always takes at least one segment
+        if self._tar is not None and self._count and self._hash.bytes + size + 2 * _TAR_BLOCK > self.max_bytes:
+            self._finish()
+        if self._tar is None:
+            self._start()
+        # TarWriter writes members in sorted extension order: <key>.flac then <key>.json, adjacent
+        self._tar.write({"__key__": key, "flac": flac, "json": meta})
+        self._count += 1
+        self._seconds += float(record.get("duration_seconds", 0.0))
+
+    def close(self) -> list[ShardInfo]:
+        """Finish the last shard and return every shard written, in order."""
+        if self._tar is not None:
+            self._finish()
+        return self.shards
+
+    def abort(self) -> None:
+        """Drop the shard in progress (its temporary file), keeping finished shards."""
+        if self._tar is not None:
+            try:
+                self._tar.close()
+            finally:
+                self._fh.close()
+                self._temp.unlink(missing_ok=True)
+                self._tar = None
+
+    def _start(self) -> None:
+        name = shard_name(self.split, len(self.shards))
+        self._temp = self.folder / f"{TEMP_PREFIX}{name}.{os.getpid()}"
+        self._fh = open(self._temp, "wb")
+        self._hash = _HashingFile(self._fh)
+        # fixed mtime/owner/mode: the same segments always give the same bytes (and sha256)
+        self._tar = wds.TarWriter(self._hash, encoder=False, compress=False, mtime=0.0,
+                                  user="audiostyle", group="audiostyle", mode=0o444)
+        self._count = 0
+        self._seconds = 0.0
+
+    def _finish(self) -> None:
+        self._tar.close()
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        name = shard_name(self.split, len(self.shards))
+        dest = self.folder / name
+        digest = self._hash.sha.hexdigest()
+        if dest.exists() and sha256_file(dest) == digest:
+            self._temp.unlink()  # identical shard already in place: leave it untouched
+        else:
+            if dest.exists() and self.before_replace is not None:
+                self.before_replace(dest)
+            os.replace(self._temp, dest)
+        self.shards.append(ShardInfo(name, digest, self._count, self._hash.bytes, round(self._seconds, 3)))
+        self._tar = None

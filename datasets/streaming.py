@@ -1,0 +1,178 @@
+"""`make_loader`: stream multi-instrument batches from WebDataset shards to one training rank.
+
+One WebDataset pipeline per instrument (resampled shards -> explicit node splitter -> worker
+splitter -> tar -> shuffle buffer -> soundfile decode of a random crop) and a batcher that takes a
+fixed quota from each instrument, so every batch holds every class (the contrastive losses need
+positives and negatives of each). Shards are drawn with replacement and the loader stops after a
+fixed count (`with_epoch`), so every rank sees exactly the same number of batches, for validation
+too: an uneven count makes the ranks that finish first skip a collective and DDP hangs.
+
+`wds.WebDataset(resampled=True)` seeds its shard sampler from the clock and /dev/urandom, so the
+same stages are assembled here in a `wds.DataPipeline` around a deterministic `ResampledShards`;
+every random choice is seeded from (seed, instrument, epoch, rank, worker). Rank and world size are
+passed in explicitly rather than read from RANK/WORLD_SIZE, which Ray workers do not always set.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import webdataset as wds
+from audiostyle.datasets.audio_io import read_crop
+from audiostyle.datasets.manifest import open_url, read_manifest, shard_urls
+from audiostyle.platform.config_schema import ExperimentConfig
+from audiostyle.platform.errors import ConfigError, DataError
+from webdataset.tariterators import group_by_keys, tar_file_expander
+
+_SPLIT_INDEX = {"train": 0, "val": 1, "test": 2, "heldout": 3}  # so val crops differ from train crops
+
+
+def instrument_quotas(weights: list[float], batch_size: int) -> list[int]:
+    """Samples per instrument in each batch: at least one each, the rest shared by weight."""
+    n = len(weights)
+    if batch_size < n:
+        raise ConfigError(f"batch_size {batch_size} is smaller than the {n} instruments; every batch must "
+                          f"hold every instrument, so set data.batch_size >= {n}", path="data.batch_size")
+    spare = batch_size - n
+    shares = [w / sum(weights) * spare for w in weights]
+    quotas = [1 + int(s) for s in shares]
+    # largest remainder, ties to the earlier instrument: deterministic and sums to batch_size
+    order = sorted(range(n), key=lambda i: (-(shares[i] - int(shares[i])), i))
+    for i in order[: batch_size - sum(quotas)]:
+        quotas[i] += 1
+    return quotas
+
+
+def mix_seed(*parts: int) -> int:
+    """A 32-bit seed from integers (not Python's hash(), which is salted per process for strings)."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
+
+
+def _node_splitter(rank: int, world_size: int):
+    """WebDataset's split_by_node with the rank given, not looked up in the environment."""
+    def split(src: Iterator[Any]) -> Iterator[Any]:
+        return itertools.islice(src, rank, None, world_size)
+    return split
+
+
+def _open_shards(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for sample in src:
+        url = sample["url"]
+        try:
+            stream = open_url(url)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{url}: cannot open shard ({exc}); check the instrument's `data` location "
+                            "and that the shard listed in its manifest.json exists") from exc
+        yield dict(sample, stream=stream)
+
+
+class MixedBatchStream(torch.utils.data.IterableDataset):
+    """Endless batches {"audio": [B, N], "label": [B]} holding `quotas[i]` crops of instrument i."""
+
+    def __init__(self, shard_lists: list[list[str]], quotas: list[int], num_samples: int, *,
+                 shuffle_buffer: int, seed: int, rank: int, world_size: int):
+        super().__init__()
+        self.shard_lists = shard_lists
+        self.quotas = quotas
+        self.num_samples = num_samples
+        self.shuffle_buffer = max(1, shuffle_buffer)
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+
+    def instrument_pipeline(self, label: int, worker: int) -> wds.DataPipeline:
+        # Every rank and worker draws the same shard sequence, then keeps its own slice of it
+        # (node splitter, then worker splitter): readers never collide on the same draw.
+        shards = wds.ResampledShards(self.shard_lists[label], seed=mix_seed(self.seed, label, self.epoch),
+                                     deterministic=True, worker_seed=lambda: 0)
+        local = mix_seed(self.seed, label, self.epoch, self.rank, worker)
+        crop_rng = np.random.default_rng(local)
+        n = self.num_samples
+
+        def crop(sample: dict[str, Any]) -> np.ndarray:
+            return read_crop(sample["flac"], n, crop_rng, name=f"{sample['__url__']}:{sample['__key__']}.flac")
+
+        return wds.DataPipeline(
+            shards,
+            _node_splitter(self.rank, self.world_size),
+            wds.split_by_worker,
+            _open_shards,
+            tar_file_expander,
+            group_by_keys,
+            wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, seed=local),
+            wds.map(crop),
+        )
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        streams = [iter(self.instrument_pipeline(i, worker)) for i in range(len(self.quotas))]
+        labels = torch.tensor([i for i, q in enumerate(self.quotas) for _ in range(q)], dtype=torch.long)
+        batch_size = int(labels.shape[0])
+        while True:
+            audio = np.empty((batch_size, self.num_samples), dtype=np.float32)
+            row = 0
+            for stream, quota in zip(streams, self.quotas):
+                for _ in range(quota):
+                    audio[row] = next(stream)
+                    row += 1
+            yield {"audio": torch.from_numpy(audio), "label": labels.clone()}
+
+
+class StreamingLoader:
+    """Iterable giving exactly `len(self)` batches per pass, on every rank.
+
+    Training passes advance the epoch (new shard draws, shuffles and crops); validation passes
+    (`advance=False`) replay the same batches each time so metrics compare across checkpoints.
+    """
+
+    def __init__(self, stream: MixedBatchStream, num_batches: int, num_workers: int, *, advance: bool):
+        self.stream = stream
+        self.num_batches = num_batches
+        self.num_workers = num_workers
+        self.advance = advance
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        """Resume at a given epoch (e.g. after restoring a checkpoint)."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        # set before the DataLoader copies the stream into its worker processes
+        self.stream.epoch = self.epoch
+        if self.advance:
+            self.epoch += 1
+        loader = wds.WebLoader(self.stream, batch_size=None, num_workers=self.num_workers)
+        return iter(loader.with_epoch(self.num_batches))
+
+
+def make_loader(cfg: ExperimentConfig, split: str, *, seed: int, rank: int = 0,
+                world_size: int = 1) -> StreamingLoader:
+    """Batches of `split` for one rank: steps_per_epoch batches per pass for 'train', val_batches otherwise."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world_size {world_size}")
+    sr = cfg.data.sample_rate
+    shard_lists = []
+    for i, inst in enumerate(cfg.instruments):
+        manifest = read_manifest(inst.data)
+        if int(manifest["sample_rate"]) != sr:
+            raise DataError(
+                f"{inst.data}/manifest.json: shards are at {manifest['sample_rate']} Hz but data.sample_rate is "
+                f"{sr} (instruments.{i}, {inst.name}). Re-run `audiostyle data add {inst.name} SOURCE "
+                f"--sample-rate {sr}` or set data.sample_rate: {manifest['sample_rate']}.")
+        shard_lists.append(shard_urls(inst.data, manifest, split))
+    quotas = instrument_quotas([inst.weight for inst in cfg.instruments], cfg.data.batch_size)
+    num_samples = int(round(cfg.data.segment_seconds * sr))
+    stream = MixedBatchStream(shard_lists, quotas, num_samples, shuffle_buffer=cfg.data.shuffle_buffer,
+                              seed=mix_seed(seed, _SPLIT_INDEX.get(split, len(_SPLIT_INDEX))),
+                              rank=rank, world_size=world_size)
+    num_batches = cfg.data.steps_per_epoch if split == "train" else cfg.data.val_batches
+    return StreamingLoader(stream, num_batches, cfg.data.loader_workers, advance=split == "train")
