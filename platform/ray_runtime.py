@@ -1,0 +1,146 @@
+"""Getting a Ray runtime to train on: the embedded local instance or a cluster, storage and code shipping.
+
+- Embedded (no address): `ray.init` in-process on this machine, bound to localhost, no dashboard, one
+  CPU slot per core (at least enough for the requested workers), one BLAS thread per worker process.
+- Cluster (`auto` or `ray://HOST:PORT`): the workers need the package. From a source checkout it is built
+  into a wheel and shipped with the job's runtime environment (`py_modules`); the `platform/` folder is
+  never put on anyone's path, since as a top-level `platform` it would shadow the standard library.
+  An installed (non-editable) package is assumed to be in the cluster's image as well.
+- Storage: every node writes checkpoints to `storage_path`, so on a multi-node cluster a plain local
+  folder is refused with an explanation, unless it is on a network filesystem or declared shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from audiostyle.platform.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# Filesystem types that every node can mount at the same path (read from /proc/mounts).
+NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "glusterfs", "cephfs", "ceph",
+                       "fuse.s3fs", "fuse.gcsfuse", "fuse.juicefs", "fuse.sshfs", "9p", "efs"}
+SHARED_STORAGE_ENV = "AUDIOSTYLE_SHARED_STORAGE"  # set to 1 to vouch that a local-looking path is shared
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def resolve_storage(path: str) -> str:
+    """Object-store URIs unchanged; local paths absolute (Ray requires it and workers have other cwds)."""
+    return path if is_uri(path) else str(Path(path).expanduser().resolve())
+
+
+def worker_env_vars(threads: int) -> dict[str, str]:
+    """Thread caps for worker processes: without them each of N workers starts one BLAS thread per core."""
+    n = str(max(1, threads))
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
+            "TOKENIZERS_PARALLELISM": "false"}
+
+
+def filesystem_type(path: str) -> str:
+    """The type of the filesystem holding `path` (longest matching mount point in /proc/mounts)."""
+    target = os.path.realpath(path)
+    best, fstype = "", "unknown"
+    try:
+        with open("/proc/mounts") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 3:
+                    mount = parts[1].replace("\\040", " ")
+                    inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+                    if inside and len(mount) > len(best):
+                        best, fstype = mount, parts[2]
+    except OSError:
+        pass
+    return fstype
+
+
+def alive_node_count() -> int:
+    import ray
+
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+
+def check_shared_storage(storage_path: str, *, num_nodes: int | None = None) -> None:
+    """Refuse a node-local storage path on a multi-node cluster, saying why and what to use instead."""
+    if is_uri(storage_path):
+        return
+    nodes = alive_node_count() if num_nodes is None else num_nodes
+    if nodes <= 1 or os.environ.get(SHARED_STORAGE_ENV) == "1":
+        return
+    fstype = filesystem_type(storage_path)
+    if fstype in NETWORK_FILESYSTEMS:
+        return
+    raise ConfigError(
+        f"storage path {storage_path} is on a local '{fstype}' filesystem, but the cluster has {nodes} nodes: "
+        "workers on other nodes would write checkpoints to their own disks, where no one can find them, and "
+        "a restarted run could not resume",
+        path="run.storage_path",
+        hint="use shared storage: an object store (--storage s3://bucket/runs or gs://...) or an NFS/Lustre "
+             f"mount present at the same path on every node; if this path is such a mount, set {SHARED_STORAGE_ENV}=1",
+    )
+
+
+def source_checkout() -> Path | None:
+    """The repository root when the package runs from a source tree (editable install), else None."""
+    import audiostyle.platform.config_schema as anchor
+
+    root = Path(anchor.__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").is_file() and (root / "platform").is_dir() else None
+
+
+def build_wheel(out_dir: str | Path, source: Path | None = None) -> Path:
+    """Build the audiostyle wheel from the source checkout into out_dir; returns its path."""
+    source = source or source_checkout()
+    if source is None:
+        raise RuntimeError("no source checkout to build a wheel from")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # --no-build-isolation: setuptools is already here and the cluster nodes may have no index to fetch it
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"building the audiostyle wheel failed:\n{proc.stderr[-2000:]}")
+    wheels = sorted(out.glob("audiostyle-*.whl"), key=lambda p: p.stat().st_mtime)
+    if not wheels:
+        raise RuntimeError(f"pip wheel produced no audiostyle wheel in {out}")
+    return wheels[-1]
+
+
+def cluster_runtime_env(threads: int) -> dict[str, Any]:
+    """The job runtime environment for a cluster: thread caps plus the package as a wheel when needed."""
+    env: dict[str, Any] = {"env_vars": worker_env_vars(threads)}
+    if source_checkout() is not None:
+        wheel = build_wheel(tempfile.mkdtemp(prefix="audiostyle-wheel-"))
+        logger.info("shipping %s to the cluster through the runtime environment", wheel.name)
+        env["py_modules"] = [str(wheel)]
+    else:
+        logger.info("using the audiostyle installed in the cluster's image")
+    return env
+
+
+def ensure_ray(address: str | None, *, num_cpus: int, num_gpus: int | None = None, threads: int = 1) -> bool:
+    """Start the embedded Ray, or connect to `address`; returns True if this call started/connected Ray.
+
+    An already initialized Ray (a Tune trial's driver, a test fixture) is used as it is.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address is None:
+        ray.init(num_cpus=max(num_cpus, os.cpu_count() or 1), num_gpus=num_gpus, include_dashboard=False,
+                 _node_ip_address="127.0.0.1", runtime_env={"env_vars": worker_env_vars(threads)},
+                 log_to_driver=True)
+    else:
+        ray.init(address=address, runtime_env=cluster_runtime_env(threads), log_to_driver=True)
+    return True
