@@ -8,5 +8,6 @@ import audiostyle.components.autoregressive_decoder  # noqa: F401
 import audiostyle.components.content_encoder  # noqa: F401
 import audiostyle.components.discriminator  # noqa: F401
 import audiostyle.components.frontend  # noqa: F401
+import audiostyle.components.losses  # noqa: F401
 import audiostyle.components.parallel_decoder  # noqa: F401
 import audiostyle.components.style_encoder  # noqa: F401
