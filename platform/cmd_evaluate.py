@@ -1,4 +1,4 @@
-"""`audiostyle evaluate`: evaluate a bundle on the paired test split."""
+"""`audiostyle evaluate BUNDLE DATA`: score a bundle on the paired test split beside the baselines."""
 
 from __future__ import annotations
 
@@ -6,10 +6,36 @@ import argparse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a bundle on the paired test split", description="Evaluate a bundle on the paired test split.")
+    p = sub.add_parser(
+        "evaluate", help="evaluate a bundle on the paired test split",
+        description="Transfer every paired test piece from each instrument to each other one and score it: "
+                    "pitch accuracy and chroma similarity against the input, note onset F1, multi-resolution "
+                    "STFT distance to the paired target rendering, P(target instrument) from a timbre "
+                    "classifier, and the research's own metrics; each beside the baselines 'input unchanged' "
+                    "and 'right instrument, wrong notes'. Writes results.json and index.html (spectrograms, "
+                    "audio players) into OUT.")
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle folder from `audiostyle checkpoints export`")
+    p.add_argument("data", metavar="DATA", help="data root holding <instrument>/ shards and notes/ (e.g. data/demo)")
+    p.add_argument("--out", default="evaluation", metavar="DIR", help="output folder (default: evaluation/)")
+    p.add_argument("--instruments", nargs="+", metavar="NAME", help="only these instruments (default: all shared)")
+    p.add_argument("--max-pieces", type=int, default=None, help="only the first N test pieces")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--f0", choices=("yin", "pyin"), default="yin",
+                   help="pitch tracker for pitch accuracy (pyin is more accurate and ~20x slower)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("`audiostyle evaluate` is not built yet: it arrives with issue #7.")
-    return 1
+    from pathlib import Path
+
+    from audiostyle.platform.evaluation import evaluate
+
+    results = evaluate(args.bundle, args.data, out_dir=args.out, instruments=args.instruments,
+                       max_pieces=args.max_pieces, device=args.device, f0_method=args.f0)
+    metrics = ["pitch_acc", "chroma_cos", "onset_f1", "mr_stft", "p_target"]
+    print("system       " + "".join(f"{m:>12}" for m in metrics))
+    for system, scores in results["summary"].items():
+        print(f"{system:<13}" + "".join(f"{'-' if scores[m] is None else format(scores[m], '.3f'):>12}" for m in metrics))
+    print(f"real-time factor {results['realtime_factor']:.3f} on {results['device']}")
+    print(f"results: {Path(args.out) / 'results.json'}\nreport:  {Path(args.out) / 'index.html'}")
+    return 0
