@@ -257,7 +257,7 @@ def _ingest_and_stats(instrument: str, source_manifest: Path, instrument_dir: Pa
     manifest = add_instrument(instrument, source_manifest, instrument_dir, sample_rate=sample_rate, seed=seed,
                               progress=progress)
     frontend = build("frontend", {"component": "stft_cqt"}, path="model.frontend", sample_rate=sample_rate)
-    stats_path = compute_instrument_stats(instrument_dir, frontend)
+    stats_path = compute_instrument_stats(instrument_dir, frontend, progress=progress)
     info = {"dir": str(instrument_dir), "manifest": str(manifest_json), "stats": str(stats_path),
             "seconds": {name: split["seconds"] for name, split in manifest["splits"].items()}}
     write_json_atomic(stamp_path, {**info, "source_sha256": _sha256(source_manifest),
