@@ -88,7 +88,7 @@ def read_crop(data: bytes, num_samples: int, rng: np.random.Generator, *, name: 
             start = int(rng.integers(0, max(f.frames - num_samples, 0) + 1))
             if start:
                 f.seek(start)
-            wave = f.read(min(num_samples, f.frames), dtype="float32", always_2d=True)
+            wave = f.read(min(num_samples, f.frames), dtype="float32")  # 1-D for mono: no channel mean
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
         raise AudioFileError(name, "corrupt", f"soundfile cannot decode it ({_libsndfile_message(exc)})") from exc
     mono = to_mono(wave)
