@@ -114,23 +114,23 @@ def best_row(rows: list[TrialRow], modes: list[str]) -> TrialRow | None:
     return front[0] if front else None
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, short: bool = True) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.4g}" if short else repr(value)
     if value is None:
         return "-"
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
 def format_table(rows: list[TrialRow], metrics: list[str], modes: list[str], paths: list[str],
-                 max_steps: int) -> tuple[list[str], list[list[str]]]:
-    """Header and rows (as text), best trial first."""
+                 max_steps: int, *, short: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Header and rows as text (numbers to 4 digits if `short`, else exact), best trial first."""
     header = ["trial", "run", "state", "step", "stopped_early", *metrics, *paths, "checkpoint_path"]
     body = []
     for row in sorted(rows, key=lambda r: (_better_key(r, modes), r.number)):
         body.append([str(row.number), row.run_name, row.state, _fmt(row.step),
                      "yes" if row.stopped_early(max_steps) else "no",
-                     *(_fmt(v) for v in row.values), *(_fmt(row.sample.get(p)) for p in paths),
+                     *(_fmt(v, short) for v in row.values), *(_fmt(row.sample.get(p), short) for p in paths),
                      row.checkpoint_path or "-"])
     return header, body
 
@@ -258,9 +258,10 @@ def write_report(study: Any, space: SearchSpace, *, sweep_name: str, sweep_dir: 
                  modes: list[str], max_steps: int, plots: bool = True) -> SweepReport:
     """Table (CSV + text), best YAML and plots of a sweep, from its study and ledger."""
     rows = collect_rows(study, read_ledger(sweep_dir / "trials.jsonl"), metrics)
-    header, body = format_table(rows, metrics, modes, space.paths, max_steps)
+    header, body = format_table(rows, metrics, modes, space.paths, max_steps, short=False)
     csv_path = sweep_dir / "results.csv"
     write_csv(csv_path, header, body)
+    header, body = format_table(rows, metrics, modes, space.paths, max_steps)
     best = best_row(rows, modes)
     best_yaml = None
     if best is not None:
