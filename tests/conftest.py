@@ -33,7 +33,7 @@ def demo_root(tmp_path_factory) -> Path:
 
 TINY = (
     "data.segment_seconds=1.0",
-    "data.batch_size=2",
+    "data.batch_size=4",  # two items per class: supervised InfoNCE needs a positive for each anchor
     "data.steps_per_epoch=3",
     "data.val_batches=1",
     "model.style_encoder.dim=32",
