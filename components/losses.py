@@ -144,10 +144,19 @@ class PrototypeMargin(nn.Module):
 
 
 def _rbf_gram(x: torch.Tensor) -> torch.Tensor:
-    """exp(-||xi - xj||^2 / (2 sigma^2)) with sigma^2 = median of the off-diagonal squared distances (detached)."""
-    sq = torch.cdist(x, x).pow(2)
+    """exp(-||xi - xj||^2 / (2 sigma^2)), sigma^2 = median of the nonzero off-diagonal squared distances.
+
+    Detached, so the encoders cannot lower HSIC by moving the bandwidth. Exact duplicates are left out of
+    the median: callers may repeat each clip's style beside several of its content frames, and the zero
+    distances between those copies would otherwise pull sigma towards 0.
+    """
+    # Explicit differences, not cdist: its matmul path leaves ~1e-7 residue on duplicates and its sqrt has
+    # no gradient at 0. B is a batch (times a few frames), so the [B, B, d] temporary is small.
+    sq = (x[:, None, :] - x[None, :, :]).pow(2).sum(-1)
     i, j = torch.triu_indices(x.shape[0], x.shape[0], offset=1, device=x.device)
-    sigma2 = torch.quantile(sq[i, j].detach(), 0.5).clamp_min(1e-12)
+    off = sq[i, j].detach()
+    off = off[off > 0]
+    sigma2 = torch.quantile(off, 0.5).clamp_min(1e-12) if off.numel() else x.new_ones(())
     return torch.exp(-sq / (2.0 * sigma2))
 
 
@@ -171,8 +180,10 @@ class HsicRbf(nn.Module):
 
     def forward(self, style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=style.device.type, enabled=False):
-            x = style.float()
-            y = content.float().mean(dim=1) if content.dim() == 3 else content.float()
+            # float64: the unbiased estimator is a small difference of O(1) sums (float32 loses ~1e-3 of it);
+            # the matrices are only batch-sized, so the cost is negligible even on a GPU.
+            x = style.double()
+            y = content.double().mean(dim=1) if content.dim() == 3 else content.double()
             b = x.shape[0]
             if y.shape[0] != b:
                 raise ValueError(f"style batch {b} != content batch {y.shape[0]}")
@@ -180,14 +191,14 @@ class HsicRbf(nn.Module):
                 return _zero_like(style) + _zero_like(content)
             k, ell = _rbf_gram(x), _rbf_gram(y)
             if self.estimator == "biased" or b < 4:
-                h = torch.eye(b, device=x.device) - 1.0 / b
-                return ((h @ k @ h) * (h @ ell @ h)).sum() / (b - 1) ** 2  # tr(KHLH), K and L symmetric
-            off = 1.0 - torch.eye(b, device=x.device)
+                h = torch.eye(b, device=x.device, dtype=x.dtype) - 1.0 / b
+                return (((h @ k @ h) * (h @ ell @ h)).sum() / (b - 1) ** 2).float()  # tr(KHLH); K, L symmetric
+            off = 1.0 - torch.eye(b, device=x.device, dtype=x.dtype)
             k, ell = k * off, ell * off  # the unbiased estimator drops the diagonals
             k_sum, ell_sum = k.sum(), ell.sum()
             cross = (k.sum(0) * ell.sum(1)).sum()  # 1' K L 1
             value = (k * ell).sum() + k_sum * ell_sum / ((b - 1) * (b - 2)) - 2.0 * cross / (b - 2)
-            return value / (b * (b - 3))
+            return (value / (b * (b - 3))).float()
 
 
 class _GradientReversal(torch.autograd.Function):

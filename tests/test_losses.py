@@ -113,8 +113,8 @@ def test_prototype_margin_matches_numpy_and_does_not_saturate_at_large_norm() ->
 
 def _np_gram(a: np.ndarray) -> np.ndarray:
     d2 = ((a[:, None, :] - a[None, :, :]) ** 2).sum(-1)
-    iu = np.triu_indices(len(a), 1)
-    return np.exp(-d2 / (2 * np.median(d2[iu])))
+    off = d2[np.triu_indices(len(a), 1)]
+    return np.exp(-d2 / (2 * np.median(off[off > 0])))
 
 
 def _np_hsic_biased(x: np.ndarray, y: np.ndarray) -> float:
@@ -144,6 +144,11 @@ def test_hsic_matches_numpy_and_pools_content_over_time() -> None:
     assert float(HsicRbf("biased")(tx, ty)) == pytest.approx(_np_hsic_biased(x, y), rel=1e-6)
     seq = ty[:, None, :].repeat(1, 4, 1)  # [B, T, dc] with the same mean over T
     assert float(HsicRbf()(tx, seq)) == pytest.approx(float(HsicRbf()(tx, ty)), rel=1e-6)
+    # Styles repeated beside several frames each (exact duplicates): the bandwidth ignores the zero distances.
+    rep = np.repeat(x, 3, axis=0)
+    frames = rng.standard_normal((18, 5))
+    assert float(HsicRbf()(torch.tensor(rep), torch.tensor(frames))) == pytest.approx(
+        _np_hsic_unbiased(rep, frames), rel=1e-6)
 
 
 @pytest.mark.parametrize("dim", [16, 256])
