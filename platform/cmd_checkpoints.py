@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  run {best.run}, step {best.step}, phase {best.phase}")
         print(best.location)
         return 0
-    return _export(best.location, args, metrics=None)
+    return _export(best.location, args, metrics=best.metrics)
 
 
 def _export(location: str, args: argparse.Namespace, metrics: dict | None) -> int:

@@ -64,7 +64,8 @@ def test_baselines_order_identity_perfect_wrong_notes_low(paired):
     assert wrong["chroma_cos"] < same_notes["chroma_cos"] - 0.15
     assert wrong["research_chroma_sim"] < same_notes["research_chroma_sim"]
     # fidelity to the paired target: the oracle is exact, the piano input is far
-    assert same_notes["mr_stft"] == pytest.approx(0.0, abs=1e-6) < identity["mr_stft"]
+    assert same_notes["mr_stft"] == pytest.approx(0.0, abs=1e-6)
+    assert identity["mr_stft"] > 0.5
 
 
 def test_timbre_classifier_tells_instruments_apart_on_unseen_pieces(demo_root, paired):
