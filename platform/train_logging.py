@@ -89,7 +89,8 @@ class TrainingLogger:
 
     def progress(self, line: str) -> None:
         if self.rank_zero:
-            print(line, flush=True)  # Ray forwards worker stdout to the driver's console
+            # a logger, not print: Ray Train both tees print() to stdout and logs it, doubling each line
+            logger.info(line)
 
     def scalars(self, step: int, values: dict[str, Any]) -> None:
         if self.writer is None:

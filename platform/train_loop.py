@@ -25,6 +25,7 @@ import json
 import os
 import random
 import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,7 @@ class WorkerTrainer:
         self.step = 0
         self.batches_seen = 0
         restored = self._restore_model(checkpoint)
+        self.start_step = self.step
 
         ddp_kwargs = {"find_unused_parameters": True}  # phases leave loss terms (and their modules) unused
         self.step_module = ray.train.torch.prepare_model(TrainingStep(self.model),
@@ -298,8 +300,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     since_report: dict[str, float] = defaultdict(float)
     n_since = 0
     samples_per_step = cfg.data.batch_size * w.accum * w.world
+    train_seconds = 0.0
     while w.step < tr.max_steps:
+        started = time.perf_counter()
         logged = w.train_step(batches)
+        train_seconds += time.perf_counter() - started
         meter.add(samples_per_step)
         for k, v in logged.items():
             since_report[k] += v
@@ -317,10 +322,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             os._exit(1)  # a hard worker death, as from the OOM killer or a lost node
         if w.step % tr.val_every == 0 or w.step == tr.max_steps:
             train_means = w._mean_across_ranks({k: v / n_since for k, v in since_report.items()})
+            n_steps = n_since
             since_report, n_since = defaultdict(float), 0
             val, example = w.validate()
+            # throughput of the training steps alone (validation and checkpointing excluded), all ranks
+            perf = {"perf/steps_per_s": n_steps / train_seconds,
+                    "perf/samples_per_s": n_steps * samples_per_step / train_seconds}
+            train_seconds = 0.0
             metrics = {"step": w.step, "epoch": w.batches_seen / cfg.data.steps_per_epoch, "phase": phase.name,
-                       "phase_index": phase.index, "lr": lr, **train_means, **val}
+                       "phase_index": phase.index, "lr": lr, **train_means, **perf, **val}
             rng = w._gather_rng()
             if w.rank == 0:
                 w.log.scalars(w.step, val)
@@ -337,7 +347,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if hooks.get("stop_after_step") == w.step:
                 break
     if hooks.get("probe_dir"):
-        probe = {"rank": w.rank, "step": w.step, "batches": w.batches_seen, "params": parameter_checksum(w.model)}
+        probe = {"rank": w.rank, "step": w.step, "batches": w.batches_seen, "started_at": w.start_step,
+                 "params": parameter_checksum(w.model)}
         Path(hooks["probe_dir"]).mkdir(parents=True, exist_ok=True)
         (Path(hooks["probe_dir"]) / f"rank{w.rank}.json").write_text(json.dumps(probe))
     w.log.close()

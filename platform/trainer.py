@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from audiostyle.platform.config_schema import ExperimentConfig, to_dict
+from audiostyle.platform.curriculum import Curriculum
 from audiostyle.platform.errors import ConfigError
 from audiostyle.platform.ray_runtime import (
     check_shared_storage,
@@ -41,10 +42,25 @@ def build_loop_config(cfg: ExperimentConfig, *, storage_path: str, name: str, ov
     """What each worker receives: the resolved config as plain data, where to log, test-only hooks."""
     # TensorBoard writes ordinary files, so it lives beside the checkpoints only when storage is a folder
     tensorboard = None if is_uri(storage_path) else str(Path(run_dir(storage_path, name)) / TENSORBOARD_DIR)
-    loop = {"config": to_dict(cfg), "tensorboard_dir": tensorboard, "overrides": overrides_note}
+    config = to_dict(cfg)
+    # the run's actual name and storage go into the config the checkpoints record
+    config["run"].update(name=name, storage_path=storage_path)
+    loop = {"config": config, "tensorboard_dir": tensorboard, "overrides": overrides_note}
     if test_hooks:
         loop["test_hooks"] = dict(test_hooks)
     return loop
+
+
+def preflight(cfg: ExperimentConfig) -> None:
+    """Check the data and statistics from this process before starting workers: a DataError raised inside a
+    worker would be retried `run.max_failures` times and buried in worker logs. (On a cluster the data may
+    be visible to the workers only, so this runs for the embedded Ray.)"""
+    from audiostyle.datasets.streaming import make_loader
+    from audiostyle.stats.normalization_stats import load_stats
+
+    for split in ("train", "val"):
+        make_loader(cfg, split, seed=cfg.seed)  # reads each instrument's manifest, iterates nothing
+    load_stats(cfg)
 
 
 def run_training(cfg: ExperimentConfig, *, address: str | None = None, workers: int | None = None,
@@ -65,10 +81,13 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, workers: 
     gpu = cfg.scaling.use_gpu if use_gpu is None else use_gpu
     if num_workers < 1:
         raise ConfigError(f"the number of workers must be >= 1, got {num_workers}", path="scaling.num_workers")
+    Curriculum.from_config(cfg)  # a bad phase boundary fails here, not in every worker and every retry
     storage = resolve_storage(storage_path or cfg.run.storage_path)
     run_name = name or cfg.run_name
     threads = max(1, cfg.scaling.cpus_per_worker)
 
+    if address is None:
+        preflight(cfg)
     ensure_ray(address, num_cpus=num_workers * threads, num_gpus=None, threads=threads)
     if address is not None:
         check_shared_storage(storage)

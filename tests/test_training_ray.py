@@ -1,0 +1,167 @@
+"""Training on a real local Ray (Train V2): resume exactness, worker failure recovery, DDP consistency,
+learning on the demo data, the CLI; plus the cluster-side checks (shared storage, shipped wheel).
+
+One Ray instance serves the whole module (ray.init costs ~12 s here). Runs are tiny: 1 s crops, batch 2,
+32-wide model, a handful of steps, so the file stays within a few minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from audiostyle.platform.errors import ConfigError
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+    from audiostyle.platform.ray_runtime import worker_env_vars
+
+    ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1",
+             runtime_env={"env_vars": worker_env_vars(1)})
+    yield ray
+    ray.shutdown()
+
+
+def train(cfg, storage: Path, name: str, **kwargs):
+    from audiostyle.platform.trainer import run_training
+
+    return run_training(cfg, storage_path=str(storage), name=name, **kwargs)
+
+
+def probes(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("rank*.json"))]
+
+
+def reports(result) -> dict[int, dict]:
+    df = result.metrics_dataframe
+    return {int(row["step"]): row for _, row in df.iterrows()}
+
+
+@pytest.mark.ray
+def test_resume_after_stop_matches_uninterrupted_run(ray_local, tiny_config, tmp_path):
+    cfg = tiny_config("train.max_steps=6", "train.val_every=2")
+    full = train(cfg, tmp_path, "full", test_hooks={"probe_dir": str(tmp_path / "p_full")})
+    # the same run name twice: the first stops after its step-2 report, the second resumes from there
+    first = train(cfg, tmp_path, "split", test_hooks={"stop_after_step": 2})
+    assert first.metrics["step"] == 2
+    resumed = train(cfg, tmp_path, "split", test_hooks={"probe_dir": str(tmp_path / "p_split")})
+
+    (p_full,), (p_split,) = probes(tmp_path / "p_full"), probes(tmp_path / "p_split")
+    assert p_full["started_at"] == 0 and p_split["started_at"] == 2
+    assert p_split["step"] == p_full["step"] == 6 and p_split["batches"] == p_full["batches"]
+    assert p_split["params"] == p_full["params"]  # bit-identical weights after resuming
+    a, b = reports(full), reports(resumed)
+    assert sorted(a) == [2, 4, 6] and {4, 6} <= set(b)
+    for step in (4, 6):
+        for key in a[step].index:
+            if key.startswith(("train/", "val/")):
+                assert b[step][key] == pytest.approx(a[step][key], rel=1e-6, abs=1e-9), (step, key)
+    # every report carries the phase; the run layout and checkpoint files follow the contract
+    assert [a[s]["phase"] for s in (2, 4, 6)] == ["disentanglement", "adversarial", "adversarial"]
+    ckpt = Path(resumed.checkpoint.path)
+    assert ckpt.parent == tmp_path / "split" and ckpt.name == "step_00000006"
+    assert {p.name for p in ckpt.iterdir()} >= {"model.safetensors", "optim.pt", "state.json", "config.yaml",
+                                                 "stats.npz"}
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["instruments"] == ["piano", "violin"] and state["step"] == 6
+    assert any((tmp_path / "split" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.ray
+def test_killed_worker_restarts_from_last_checkpoint(ray_local, tiny_config, tmp_path):
+    cfg = tiny_config("train.max_steps=6", "train.val_every=2", "run.max_failures=2")
+    marker = tmp_path / "killed.txt"
+    hooks = {"crash_at_step": 3, "crash_marker": str(marker), "probe_dir": str(tmp_path / "probe")}
+    result = train(cfg, tmp_path, "crashy", test_hooks=hooks)
+    assert marker.exists()  # rank 0 really died at step 3
+    assert result.error is None and result.metrics["step"] == 6
+    (probe,) = probes(tmp_path / "probe")
+    assert probe["started_at"] == 2  # the restarted worker resumed from the step-2 checkpoint
+    assert sorted(reports(result)) == [2, 4, 6]
+
+
+@pytest.mark.ray
+def test_two_workers_step_together_with_identical_parameters(ray_local, tiny_config, tmp_path):
+    cfg = tiny_config("train.max_steps=5", "train.val_every=5")  # the last steps train the discriminator
+    result = train(cfg, tmp_path, "ddp", workers=2, test_hooks={"probe_dir": str(tmp_path / "probe")})
+    r0, r1 = probes(tmp_path / "probe")
+    assert (r0["rank"], r1["rank"]) == (0, 1)
+    assert r0["batches"] == r1["batches"] == 5 and r0["step"] == r1["step"] == 5
+    assert r0["params"] == r1["params"]
+    m = result.metrics
+    assert m["step"] == 5 and m["phase"] == "adversarial" and "train/discriminator" in m
+    for key in ("val/recon", "val/style_acc", "val/content_leak"):
+        assert key in m
+    assert m["perf/samples_per_s"] > 0
+
+
+@pytest.mark.ray
+def test_training_lowers_validation_reconstruction(ray_local, tiny_config, tmp_path):
+    cfg = tiny_config("train.max_steps=40", "train.val_every=20", "train.log_every=20", "optim.lr=2e-3",
+                      "optim.warmup_steps=2", "train.audio_examples=0",
+                      "curriculum.phases=[{name: reconstruction, until: 1.0, weights: {reconstruction: 1.0}}]")
+    baseline = train(tiny_config("train.max_steps=1", "train.val_every=1", "train.audio_examples=0"),
+                     tmp_path, "untrained")
+    result = train(cfg, tmp_path, "learns")
+    before = baseline.metrics["val/recon_teacher_forced"]
+    after = result.metrics["val/recon_teacher_forced"]
+    assert after < 0.8 * before, (before, after)
+    assert result.metrics["val/recon"] < baseline.metrics["val/recon"]
+
+
+@pytest.mark.ray
+def test_cli_train_runs_and_rerun_resumes(ray_local, demo_root, tmp_path, capsys):
+    from audiostyle.platform.cli import main
+
+    args = ["train", str(EXPERIMENTS / "quickstart.yaml"), f"data.root={demo_root}", "data.segment_seconds=1.0",
+            "data.batch_size=2", "data.steps_per_epoch=3", "data.val_batches=1", "model.style_encoder.dim=32",
+            "model.content_encoder.dim=32", "model.decoder.dim=32", "model.discriminator.hidden=32",
+            "train.val_every=2", "train.audio_examples=0", "--storage", str(tmp_path), "--name", "cli"]
+    assert main([*args, "train.max_steps=2"]) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'cli'}" in out and "tensorboard --logdir" in out
+    assert main([*args, "train.max_steps=4"]) == 0  # the same run, trained further
+    out = capsys.readouterr().out
+    assert "step 4" in out
+    ckpts = sorted(p.name for p in (tmp_path / "cli").glob("step_*"))
+    assert ckpts == ["step_00000002", "step_00000004"]
+    state = json.loads((tmp_path / "cli" / "step_00000004" / "state.json").read_text())
+    assert state["overrides"].endswith("train.max_steps=4")
+
+
+def test_cli_help_explains_resume_and_cluster(capsys):
+    from audiostyle.platform.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for needle in ("--address", "--workers", "--gpu", "--storage", "--name", "resumes", "shared storage"):
+        assert needle in text
+
+
+def test_local_storage_refused_on_multi_node_cluster(tmp_path, monkeypatch):
+    from audiostyle.platform.ray_runtime import SHARED_STORAGE_ENV, check_shared_storage
+
+    monkeypatch.delenv(SHARED_STORAGE_ENV, raising=False)
+    with pytest.raises(ConfigError, match=r"run\.storage_path.*3 nodes.*s3://") as err:
+        check_shared_storage(str(tmp_path), num_nodes=3)
+    assert str(tmp_path) in str(err.value)
+    check_shared_storage(str(tmp_path), num_nodes=1)  # a single node can use its own disk
+    check_shared_storage("s3://bucket/runs", num_nodes=3)
+    monkeypatch.setenv(SHARED_STORAGE_ENV, "1")
+    check_shared_storage(str(tmp_path), num_nodes=3)
+
+
+def test_cluster_package_is_a_wheel_without_a_top_level_platform(tmp_path):
+    from audiostyle.platform.ray_runtime import build_wheel
+
+    wheel = build_wheel(tmp_path)
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "audiostyle/platform/train_loop.py" in names and "audiostyle/components/catalog.py" in names
+    assert not [n for n in names if n.startswith("platform/")]
