@@ -31,6 +31,7 @@ from audiostyle.datasets.demo_scores import (
     write_atomic,
     write_json_atomic,
 )
+from audiostyle.datasets.paired import HELDOUT_SEPARATOR
 from audiostyle.datasets.soundfonts import (
     InstrumentSpec,
     NoteRenderer,
@@ -91,8 +92,8 @@ def plan_recordings(spec: InstrumentSpec, total_seconds: float, *, seed: int, ca
     """Train, val and (paired) test recordings for one instrument, `total_seconds` of notes in all."""
     pool = catalog()
     by_split = {split: [r for r in pool if split_of(r.piece_id, seed) == split] for split in SPLIT_FRACTIONS}
-    # Excerpts of at most a quarter of the total (10-60 s) give every split several pieces at CI size
-    # and keep long quartet movements from filling an instrument alone.
+    # Excerpts of at most a quarter of the total (10-60 s) give train several pieces even at CI size
+    # and keep a long quartet movement from filling an instrument alone.
     cap = float(np.clip(total_seconds / 4, 10.0, 60.0))
     low, high = paired_range()
     recordings = []
@@ -109,8 +110,8 @@ def plan_recordings(spec: InstrumentSpec, total_seconds: float, *, seed: int, ca
 
 
 def heldout_recordings(recordings: Sequence[Recording], soundfont: SoundFont) -> list[Recording]:
-    """The test recordings again, as split `heldout`; ids `<piece_id>--<soundfont>` (piece ids have no '--')."""
-    return [Recording(f"{r.piece_id}--{soundfont.name}", r.piece_id, "heldout", r.notes) for r in recordings if r.split == "test"]
+    """The test recordings again, as split `heldout`; ids `<piece_id>--<soundfont>` (see paired.piece_id_of)."""
+    return [Recording(f"{r.piece_id}{HELDOUT_SEPARATOR}{soundfont.name}", r.piece_id, "heldout", r.notes) for r in recordings if r.split == "test"]
 
 
 def _signature(**fields: object) -> str:

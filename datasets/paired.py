@@ -24,7 +24,7 @@ from audiostyle.datasets.manifest import MANIFEST_NAME, open_url, read_manifest,
 from audiostyle.platform.errors import DataError
 
 NOTES_DIR = "notes"
-HELDOUT_SEPARATOR = "--"  # piece ids never contain it (they are [a-z0-9_]); see demo_render.heldout_recordings
+HELDOUT_SEPARATOR = "--"  # piece ids are [a-z0-9_] only, so this never occurs inside one
 
 
 @dataclass
