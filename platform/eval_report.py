@@ -36,7 +36,8 @@ def _fmt(value: float | None) -> str:
 def metric_table(block: dict[str, dict[str, float | None]], metrics: dict[str, dict[str, Any]]) -> str:
     """Rows = systems, columns = metrics; baseline cells marked where the model is better or worse."""
     systems = list(block)
-    head = "".join(f"<th title='{html.escape(m['description'])}'>{html.escape(name)} "
+    # spaces instead of underscores let the long research-metric headers wrap
+    head = "".join(f"<th title='{html.escape(m['description'])}'>{html.escape(name.replace('_', ' '))} "
                    f"{'&uarr;' if m['higher_is_better'] else '&darr;'}</th>" for name, m in metrics.items())
     rows = []
     for system in systems:
