@@ -35,7 +35,7 @@ class ContentTransformer(nn.Module):
     """InstanceNorm CNN + transformer, no CLS -> frame-level content [B, T, dim] (narrow bottleneck)."""
 
     def __init__(self, in_bins: int, dim: int = 64, width: int = 256, num_layers: int = 4, num_heads: int = 4,
-                 channels: Sequence[int] = (16, 32, 64, 64), attention_window: int = 256, dropout: float = 0.1):
+                 channels: Sequence[int] = (8, 16, 32, 64), attention_window: int = 256, dropout: float = 0.1):
         super().__init__()
         self.dim = dim  # the content vector size the decoder and discriminator receive
         self.embed = FrameEmbedding(in_bins, width, channels, norm="instance")

@@ -71,7 +71,7 @@ class FrameEmbedding(nn.Module):
     only needs a clip-level summary, also halve time in the first blocks and save compute.
     """
 
-    def __init__(self, in_bins: int, dim: int, channels: Sequence[int] = (16, 32, 64, 64),
+    def __init__(self, in_bins: int, dim: int, channels: Sequence[int] = (8, 16, 32, 64),
                  time_stride: int = 1, norm: str = "group"):
         super().__init__()
         halvings = time_stride.bit_length() - 1

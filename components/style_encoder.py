@@ -22,7 +22,7 @@ class StyleTransformer(nn.Module):
     """CNN + transformer + CLS token -> style embedding [B, dim] per clip."""
 
     def __init__(self, in_bins: int, num_classes: int = 2, dim: int = 256, num_layers: int = 4,
-                 num_heads: int = 4, channels: Sequence[int] = (16, 32, 64, 64),
+                 num_heads: int = 4, channels: Sequence[int] = (8, 16, 32, 64),
                  time_stride: int = 4, dropout: float = 0.1):
         super().__init__()
         self.dim = dim
