@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from audiostyle.platform.config_schema import ExperimentConfig, ModelConfig, parse_experiment
 from audiostyle.platform.errors import ConfigError, did_you_mean
-from audiostyle.platform.registry import validate_spec
+from audiostyle.platform.registry import COMPONENT_KEY, validate_spec
 
 CLI = "command line"
 _REF = re.compile(r"\$\{([^}]*)\}")
@@ -68,10 +68,16 @@ def _record(origin: dict[str, str], value: Any, prefix: str, file: str) -> None:
             _record(origin, v, f"{prefix}.{k}" if prefix else str(k), file)
 
 
+def _switches_component(old: Any, new: Any) -> bool:
+    """A node naming a different component replaces the old node: its arguments belong to the old one."""
+    return (isinstance(old, dict) and isinstance(new, dict) and COMPONENT_KEY in new
+            and old.get(COMPONENT_KEY) != new[COMPONENT_KEY])
+
+
 def _merge(base: dict[str, Any], top: Mapping[str, Any], origin: dict[str, str], file: str, prefix: str = "") -> None:
     for key, value in top.items():
         path = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and not _switches_component(base[key], value):
             origin[path] = file
             _merge(base[key], value, origin, file, path)
         else:

@@ -51,6 +51,13 @@ def test_plus_override_adds_a_key(tmp_path):
     assert raw["sweep"] == {"metric": "val/recon"}
 
 
+def test_switching_component_drops_the_old_arguments(tmp_path):
+    cfg = load_experiment(write(tmp_path, {"model": {"decoder": {"component": "parallel_decoder"}}}))
+    assert cfg.model.decoder == {"component": "parallel_decoder"}
+    kept = load_experiment(write(tmp_path, {"model": {"decoder": {"num_layers": 2}}}, name="same.yaml"))
+    assert kept.model.decoder["component"] == "autoregressive_decoder" and kept.model.decoder["dim"] == 256
+
+
 def test_unknown_key_suggests_closest(tmp_path):
     err = error_of(write(tmp_path, {"trian": {"max_steps": 3}}))
     assert err.field_path == "trian" and "Did you mean 'train'" in str(err) and "exp.yaml" in str(err)
