@@ -22,9 +22,10 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from audiostyle.components.attention import DecoderLayer, KVCache, StyleNorm
 from audiostyle.platform.registry import register
-from torch import Tensor, nn
 
 
 class SpectrogramDecoderBase(nn.Module):

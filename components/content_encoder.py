@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import Tensor, nn
+
 from audiostyle.components.attention import EncoderLayer
 from audiostyle.components.conv_blocks import FrameEmbedding
 from audiostyle.platform.registry import register
-from torch import Tensor, nn
 
 
 def remove_spectral_envelope(feats: Tensor, eps: float = 0.1) -> Tensor:

@@ -9,8 +9,9 @@ level. Pooling per-frame features after a nonlinearity keeps what the frames rev
 
 from __future__ import annotations
 
-from audiostyle.platform.registry import register
 from torch import Tensor, nn
+
+from audiostyle.platform.registry import register
 
 
 @register("discriminator", "mlp_discriminator")

@@ -9,9 +9,10 @@ experiments/ablations/parallel_decoder.yaml measures which matters more.
 from __future__ import annotations
 
 import torch
+from torch import Tensor
+
 from audiostyle.components.autoregressive_decoder import SpectrogramDecoderBase
 from audiostyle.platform.registry import register
-from torch import Tensor
 
 
 @register("decoder", "parallel_decoder")

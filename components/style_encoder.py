@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import Tensor, nn
+
 from audiostyle.components.attention import EncoderLayer
 from audiostyle.components.conv_blocks import FrameEmbedding
 from audiostyle.platform.registry import register
-from torch import Tensor, nn
 
 
 @register("encoder", "style_transformer")

@@ -13,10 +13,11 @@ import logging
 
 import torch
 import torch.nn.functional as F
-from audiostyle.platform.config_schema import ExperimentConfig
-from audiostyle.platform.registry import build
 from torch import Tensor, nn
 from torch.func import functional_call
+
+from audiostyle.platform.config_schema import ExperimentConfig
+from audiostyle.platform.registry import build
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,9 @@ class TimbreTransferModel(nn.Module):
         if self.training:
             self.update_prototypes(style, labels)
         out["diag/style_norm"] = style.detach().norm(dim=-1).mean()
-        out["diag/content_std"] = content.detach().std()
+        # content is unit-variance over time per clip by construction; its frame-to-frame change is what
+        # collapses (towards 0) if the content path stops carrying notes
+        out["diag/content_change"] = (content[:, 1:] - content[:, :-1]).detach().pow(2).mean()
         return out
 
     def reconstruction(self, pred: Tensor, target: Tensor, audio: Tensor) -> Tensor:

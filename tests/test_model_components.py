@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from audiostyle.components.attention import KVCache
 from audiostyle.components.autoregressive_decoder import AutoregressiveDecoder
 from audiostyle.components.content_encoder import ContentTransformer

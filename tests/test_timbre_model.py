@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from audiostyle.components.timbre_transfer import ROLES, build_timbre_model
 from audiostyle.platform.config_loader import config_from_dict, load_experiment
 from audiostyle.platform.config_schema import to_dict
