@@ -170,3 +170,13 @@ def test_reconstruction_training_learns_a_spectrogram_that_moves_in_time():
     corr = float((dp * dt).sum() / (dp.norm() * dt.norm()))
     assert corr > 0.4, f"generated and target spectrograms are uncorrelated over time (r = {corr:.2f})"
     assert (lp - lt).pow(2).mean() < (flat.expand_as(lt) - lt).pow(2).mean()  # beats the flat prediction
+
+
+def test_build_installs_pooled_statistics_and_bundle_path_keeps_identity():
+    cfg = tiny_config()
+    loaded = build_timbre_model(cfg)  # falls back to the committed demo stats for piano and violin
+    assert not torch.allclose(loaded.frontend.scale, torch.ones_like(loaded.frontend.scale))
+    restored = build_timbre_model(cfg, load_statistics=False)  # a checkpoint's state_dict brings them
+    assert torch.equal(restored.frontend.scale, torch.ones_like(restored.frontend.scale))
+    restored.load_state_dict(loaded.state_dict())
+    torch.testing.assert_close(restored.frontend.scale, loaded.frontend.scale)
