@@ -32,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiment", metavar="EXPERIMENT.yaml", help="experiment file (see experiments/)")
     p.add_argument("overrides", nargs="*", metavar="a.b=c",
-                   help="config overrides as dotted paths, values parsed as YAML (e.g. train.max_steps=500)")
+                   help="config overrides as dotted paths, values parsed as YAML (e.g. train.max_steps=500); "
+                        "write them before the --options")
     p.add_argument("--address", metavar="auto|ray://HOST:PORT",
                    help="Ray cluster to run on: 'auto' (this node is part of a cluster) or a Ray Client "
                         "address; default: start a local Ray in this process")

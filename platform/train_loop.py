@@ -70,6 +70,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@contextlib.contextmanager
+def isolated_rng():
+    """Run data loading, validation and logging without touching the training RNG streams.
+
+    A DataLoader draws its base seed from torch's global generator each time an iterator starts, so
+    without this a resumed run (which starts its loader mid-epoch) would shift every later dropout mask
+    and scheduled-sampling draw; the data pipeline has seeds of its own.
+    """
+    state = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    try:
+        yield
+    finally:
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+        torch.set_rng_state(state[2])
+
+
 def parameter_checksum(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, p in sorted(model.named_parameters()):
@@ -197,7 +214,8 @@ class WorkerTrainer:
         phase = self.curriculum.at(self.step)
         sampling_prob = cfg.train.scheduled_sampling * min(1.0, self.step / cfg.train.max_steps)
         ddp = isinstance(self.step_module, torch.nn.parallel.DistributedDataParallel)
-        micro = [self._to_device(next(batches)) for _ in range(self.accum)]
+        with isolated_rng():
+            micro = [self._to_device(next(batches)) for _ in range(self.accum)]
         self.batches_seen += self.accum
         logged: dict[str, float] = defaultdict(float)
 
@@ -319,25 +337,30 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                    **{f"weight/{k}": v for k, v in phase.weights.items()}})
         if hooks.get("crash_at_step") == w.step and w.rank == 0 and not Path(hooks["crash_marker"]).exists():
             Path(hooks["crash_marker"]).write_text(f"killed rank 0 at step {w.step}\n")
+            # The controller collects reports when it polls the workers (every 2 s by default): die only
+            # after it has registered the last checkpoint, as a crash minutes into a real run would.
+            time.sleep(float(hooks.get("crash_delay_s", 5.0)))
             os._exit(1)  # a hard worker death, as from the OOM killer or a lost node
         if w.step % tr.val_every == 0 or w.step == tr.max_steps:
             train_means = w._mean_across_ranks({k: v / n_since for k, v in since_report.items()})
             n_steps = n_since
             since_report, n_since = defaultdict(float), 0
-            val, example = w.validate()
+            with isolated_rng():
+                val, example = w.validate()
             # throughput of the training steps alone (validation and checkpointing excluded), all ranks
             perf = {"perf/steps_per_s": n_steps / train_seconds,
                     "perf/samples_per_s": n_steps * samples_per_step / train_seconds}
             train_seconds = 0.0
             metrics = {"step": w.step, "epoch": w.batches_seen / cfg.data.steps_per_epoch, "phase": phase.name,
                        "phase_index": phase.index, "lr": lr, **train_means, **perf, **val}
-            rng = w._gather_rng()
             if w.rank == 0:
                 w.log.scalars(w.step, val)
                 if example is not None:
-                    w.log.examples(w.step, w.model, *example, count=cfg.train.audio_examples)
+                    with isolated_rng():
+                        w.log.examples(w.step, w.model, *example, count=cfg.train.audio_examples)
                 w.log.progress(f"[{cfg.run_name}] validation at step {w.step} ({phase.name}): "
                                + " ".join(f"{k}={v:.4f}" for k, v in sorted(val.items())))
+            rng = w._gather_rng()
             with tempfile.TemporaryDirectory(prefix="audiostyle-ckpt-") as d:
                 if w.rank == 0:
                     w.save(d, metrics, rng)
