@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+
 from audiostyle.platform.errors import AudiostyleError, CheckpointError
 
 FORMAT_VERSION = 1
@@ -141,10 +142,11 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, data_root: str | P
                   metrics: dict[str, float] | None = None, device: str = "cpu", overwrite: bool = False,
                   prototype_seconds: float = PROTOTYPE_SECONDS) -> Path:
     """Write the bundle of a checkpoint folder (local path or URI) to `out`; returns `out`."""
+    from safetensors.torch import save_file
+
     from audiostyle.platform.checkpoint_index import local_checkpoint
     from audiostyle.platform.checkpoint_io import load_checkpoint
     from audiostyle.platform.config_loader import config_from_dict
-    from safetensors.torch import save_file
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -233,8 +235,9 @@ def read_bundle_meta(path: str | Path) -> dict[str, Any]:
 
 def load_bundle(path: str | Path, *, map_location: str = "cpu") -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     """(TimbreTransferModel in eval mode, ExperimentConfig, bundle.json) - no Ray, no data, no pickle."""
-    from audiostyle.platform.config_loader import config_from_dict
     from safetensors.torch import load
+
+    from audiostyle.platform.config_loader import config_from_dict
 
     root = Path(path)
     meta = read_bundle_meta(root)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from audiostyle.platform.errors import DataError, did_you_mean
 from audiostyle.platform.evaluation_metrics import METRICS, content_and_fidelity
 from audiostyle.platform.timbre_classifier import TimbreClassifier
@@ -84,8 +85,9 @@ def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir:
              instruments: list[str] | None = None, max_pieces: int | None = None, device: str = "cpu",
              f0_method: str = "yin", report: bool = True, progress: bool = True) -> dict[str, Any]:
     """Evaluate on `<data_root>`'s paired test split; writes results.json (+ index.html) into out_dir."""
-    from audiostyle.datasets.paired import load_paired_test
     from tqdm import tqdm
+
+    from audiostyle.datasets.paired import load_paired_test
 
     tr = bundle if isinstance(bundle, Transferer) else Transferer(bundle, device)
     sr = tr.sample_rate

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from audiostyle.datasets import audio_io
 from audiostyle.platform.errors import DataError, did_you_mean
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
 from audiostyle.platform.errors import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 def trained(demo_root, tmp_path_factory):
     """(cfg, model, stats): one tiny random-weight model on the demo instruments."""
     import torch
+
     from audiostyle.components.timbre_transfer import build_timbre_model
     from audiostyle.platform.config_loader import load_experiment
     from audiostyle.stats.normalization_stats import load_stats

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from audiostyle.platform import evaluation_metrics as em
 
 
@@ -81,6 +82,7 @@ def test_timbre_classifier_tells_instruments_apart_on_unseen_pieces(demo_root, p
 
 def _export_tiny_bundle(cfg, storage: Path, out: Path, data_root: Path) -> Path:
     import torch
+
     from audiostyle.components.timbre_transfer import build_timbre_model
     from audiostyle.platform.bundle import export_bundle
     from audiostyle.platform.checkpoint_io import TrainingCheckpoint, save_checkpoint

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
 from audiostyle.platform.errors import DataError
 from audiostyle.platform.transfer import Transferer, overlap_add, transfer_files
 
@@ -64,6 +65,7 @@ def test_crossfade_leaves_no_discontinuity_at_chunk_boundaries():
 def bundle(demo_root, tmp_path_factory):
     """A tiny random-weight model exported as a bundle, with training-set prototypes from the demo data."""
     import torch
+
     from audiostyle.components.timbre_transfer import build_timbre_model
     from audiostyle.platform.bundle import export_bundle
     from audiostyle.platform.checkpoint_io import TrainingCheckpoint, save_checkpoint
