@@ -65,7 +65,7 @@ def test_resume_after_stop_matches_uninterrupted_run(ray_local, tiny_config, tmp
             if key.startswith(("train/", "val/")):  # NaN where a report lacks a key (phase not reached)
                 assert b[step][key] == pytest.approx(a[step][key], rel=1e-6, abs=1e-9, nan_ok=True), (step, key)
     # every report carries the phase; the run layout and checkpoint files follow the contract
-    assert [a[s]["phase"] for s in (2, 4, 6)] == ["disentanglement", "adversarial", "adversarial"]
+    assert [a[s]["phase"] for s in (2, 4, 6)] == ["disentanglement", "contrastive", "adversarial"]
     ckpt = Path(resumed.checkpoint.path)
     assert ckpt.parent == tmp_path / "split" and ckpt.name == "step_00000006"
     assert {p.name for p in ckpt.iterdir()} >= {"model.safetensors", "optim.pt", "state.json", "config.yaml",
