@@ -2,8 +2,8 @@
 
 A storage location is a local folder, an NFS mount or an object-store URI (s3://, gs://, ...), opened
 with pyarrow.fs exactly as Ray Train opens `storage_path`, so whatever Ray could write here can be read.
-Runs live at `<storage>/<run>/checkpoint_*/` and sweeps at `<storage>/<sweep>/trial_<id>/.../checkpoint_*/`
-(contract.md). A checkpoint is any `checkpoint_*` folder holding `state.json`; its step, phase and
+Runs live at `<storage>/<run>/<checkpoint>/` and sweeps at `<storage>/<sweep>/trial_<id>/.../<checkpoint>/`
+(contract.md). A checkpoint is any folder holding `state.json` (and the weights); its step, phase and
 metrics come from that file, completed by the metrics Ray kept in the run's
 `checkpoint_manager_snapshot.json` (the two agree when both exist; state.json wins).
 """
@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 from audiostyle.platform.errors import CheckpointError, did_you_mean
 
 STATE_FILE = "state.json"
+MODEL_FILE = "model.safetensors"
 RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # ray.train.v2 constants: the checkpoint manager's state
 
 
@@ -104,10 +105,16 @@ def scan_checkpoints(storage: str | Path, *, skipped: list[str] | None = None) -
     if info.type != pyarrow.fs.FileType.Directory:
         raise CheckpointError(f"{storage}: not a folder (give the run.storage_path of a training run)")
     entries = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
-    ckpt_dirs = sorted(e.path for e in entries if e.type == pyarrow.fs.FileType.Directory
-                       and PurePosixPath(e.path).name.startswith("checkpoint_"))
-    if PurePosixPath(root).name.startswith("checkpoint_"):
-        ckpt_dirs.insert(0, root)  # STORAGE may be one checkpoint folder
+    # A checkpoint folder is recognised by its files, not its name: Ray names them checkpoint_* by
+    # default, while a trainer may pass its own checkpoint_dir_name (e.g. step_00000006). A folder
+    # named checkpoint_* without them is an interrupted save and is reported as skipped.
+    files = {e.path for e in entries if e.type == pyarrow.fs.FileType.File}
+    ckpt_dirs = sorted({str(PurePosixPath(f).parent) for f in files
+                        if PurePosixPath(f).name in (STATE_FILE, MODEL_FILE)}
+                       | {e.path for e in entries if e.type == pyarrow.fs.FileType.Directory
+                          and PurePosixPath(e.path).name.startswith("checkpoint_")})
+    if any(f"{root}/{name}" in files for name in (STATE_FILE, MODEL_FILE)):
+        ckpt_dirs = [root]  # STORAGE is itself one checkpoint folder
     snapshots: dict[str, dict[str, dict]] = {}
     records = []
     for path in ckpt_dirs:
@@ -156,7 +163,7 @@ def rank(records: list[CheckpointRecord], metric: str, mode: str = "min") -> lis
 def best_checkpoint(storage: str | Path, metric: str = "val/recon", mode: str = "min") -> CheckpointRecord:
     records = scan_checkpoints(storage)
     if not records:
-        raise CheckpointError(f"{storage}: no checkpoints found (folders named checkpoint_* holding {STATE_FILE})")
+        raise CheckpointError(f"{storage}: no checkpoints found (folders holding {STATE_FILE} and {MODEL_FILE})")
     return rank(records, metric, mode)[0]
 
 

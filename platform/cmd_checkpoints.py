@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     for line in skipped:
         print(f"skipped {line}")
     if not records:
-        raise CheckpointError(f"{args.storage}: no checkpoints found (folders named checkpoint_* holding state.json)")
+        raise CheckpointError(f"{args.storage}: no checkpoints found (folders holding state.json and model.safetensors)")
     if args.action == "list":
         shown = rank(records, args.metric, mode) if args.top else records
         if args.top:

@@ -53,8 +53,9 @@ def write_ckpt(trained, directory: Path, step: int, metrics: dict, run: str = "r
 @pytest.fixture(scope="module")
 def storage(trained, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("storage")
-    write_ckpt(trained, root / "run_a" / "checkpoint_000000", 10, {"val/recon": 0.9, "val/style_acc": 0.5}, "run_a")
-    write_ckpt(trained, root / "run_a" / "checkpoint_000001", 20, {"val/recon": 0.4, "val/style_acc": 0.6}, "run_a")
+    # named as the trainer names them (Ray's checkpoint_dir_name); Ray's default is checkpoint_*
+    write_ckpt(trained, root / "run_a" / "step_00000010", 10, {"val/recon": 0.9, "val/style_acc": 0.5}, "run_a")
+    write_ckpt(trained, root / "run_a" / "step_00000020", 20, {"val/recon": 0.4, "val/style_acc": 0.6}, "run_a")
     # a sweep trial; its second checkpoint's metrics are only in Ray's snapshot, as when state.json lacks them
     trial = root / "sweep1" / "trial_0001" / "run_b"
     write_ckpt(trained, trial / "checkpoint_000000", 10, {"val/recon": 0.7, "val/style_acc": 0.9}, "run_b")
@@ -153,7 +154,7 @@ def test_export_then_fresh_process_load_and_transfer_without_pickle_or_ray(stora
 def test_export_without_training_data_falls_back_to_checkpoint_prototypes(storage, tmp_path):
     from audiostyle.platform.bundle import export_bundle, read_bundle_meta
 
-    ckpt = storage / "run_a" / "checkpoint_000001"
+    ckpt = storage / "run_a" / "step_00000020"
     bundle = export_bundle(ckpt, tmp_path / "b", data_root=tmp_path / "no_data_here")
     prov = read_bundle_meta(bundle)["provenance"]
     assert prov["prototypes"]["source"].startswith("checkpoint running average")
@@ -168,7 +169,7 @@ def test_truncated_or_corrupt_bundle_is_named_and_transfer_writes_nothing(storag
     from audiostyle.platform.bundle import export_bundle, load_bundle
     from audiostyle.platform.cli import main
 
-    good = export_bundle(storage / "run_a" / "checkpoint_000000", tmp_path / "good", data_root=tmp_path / "none")
+    good = export_bundle(storage / "run_a" / "step_00000010", tmp_path / "good", data_root=tmp_path / "none")
     truncated = shutil.copytree(good, tmp_path / "truncated")
     weights = truncated / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])

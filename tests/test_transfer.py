@@ -120,13 +120,15 @@ def test_transfer_files_resamples_formats_and_folders(bundle, tmp_path):
     sf.write(src / "a.wav", stereo, 44100)
     sf.write(src / "sub" / "b.flac", stereo[:, 0], 16000)
     sf.write(src / "c.ogg", stereo[:, 1], 22050)
+    sf.write(src / "d.mp3", stereo[:, 1], 22050)
     lines = []
     written = transfer_files(bundle, [src], "piano", out_dir=tmp_path / "out", log=lines.append)
-    assert sorted(p.name for p in written) == ["a.piano.wav", "b.piano.wav", "c.piano.wav"]
-    for p, seconds in zip(sorted(written), (1.5, 1.5 * 44100 / 16000, 1.5 * 44100 / 22050)):
+    assert sorted(p.name for p in written) == ["a.piano.wav", "b.piano.wav", "c.piano.wav", "d.piano.wav"]
+    # mp3 frames pad the start and end a little: hence the tolerance
+    for p, seconds in zip(sorted(written), (1.5, 1.5 * 44100 / 16000, 1.5 * 44100 / 22050, 1.5 * 44100 / 22050)):
         info = sf.info(p)
         assert info.samplerate == SR and info.channels == 1
-        assert info.frames == pytest.approx(seconds * SR, abs=SR * 0.01)
+        assert info.frames == pytest.approx(seconds * SR, abs=SR * 0.1)
     assert any("real-time factor" in line for line in lines)
 
 
