@@ -71,12 +71,13 @@ def split_of(piece_id: str, seed: int) -> str:
     return "test"
 
 
-def _take(refs: Sequence[PieceRef], target_seconds: float, cache_dir: Path | None, realize_kwargs: dict) -> list[tuple[str, list[dict]]]:
-    """Pieces from `refs`, in order, realized until `target_seconds` of notes (at least one piece)."""
+def _take(refs: Sequence[PieceRef], target_seconds: float, cache_dir: Path | None, realize_kwargs: dict,
+          min_pieces: int = 1) -> list[tuple[str, list[dict]]]:
+    """Pieces from `refs`, in order, realized until `target_seconds` of notes (at least `min_pieces`)."""
     taken: list[tuple[str, list[dict]]] = []
     total = 0.0
     for ref in refs:
-        if taken and total >= target_seconds:
+        if len(taken) >= min_pieces and total >= target_seconds:
             break
         line = load_line(ref, cache_dir)
         notes = realize(line, **realize_kwargs) if line is not None else None
@@ -104,7 +105,9 @@ def plan_recordings(spec: InstrumentSpec, total_seconds: float, *, seed: int, ca
         else:
             refs = ordered(by_split[split], seed, split, spec.name)
             kwargs = {"seed": seed, "low": spec.low, "high": spec.high, "max_seconds": cap}
-        for piece_id, notes in _take(refs, fraction * total_seconds, cache_dir, kwargs):
+        # Two test pieces at least: the "right instrument, wrong notes" baseline is another test piece.
+        min_pieces = 2 if split == "test" else 1
+        for piece_id, notes in _take(refs, fraction * total_seconds, cache_dir, kwargs, min_pieces):
             recordings.append(Recording(piece_id, piece_id, split, tuple(notes)))
     return recordings
 
