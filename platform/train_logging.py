@@ -113,7 +113,11 @@ class TrainingLogger:
         was_training = model.training
         model.eval()
         try:
-            audio, labels = audio[:count], labels[:count]
+            # one clip per instrument first (batches are grouped by instrument), then the rest in order
+            firsts = [int((labels == c).nonzero()[0]) for c in labels.unique(sorted=True).tolist()]
+            order = firsts + [i for i in range(len(labels)) if i not in firsts]
+            pick = torch.tensor(order[:count], device=labels.device)
+            audio, labels = audio[pick], labels[pick]
             recon = model.transfer(audio, model.style_of(audio))
             num_classes = len(self.instruments)
             targets = (labels + 1) % num_classes

@@ -162,3 +162,41 @@ def test_cluster_package_is_a_wheel_without_a_top_level_platform(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "audiostyle/platform/train_loop.py" in names and "audiostyle/components/catalog.py" in names
     assert not [n for n in names if n.startswith("platform/")]
+
+
+def test_tensorboard_gets_scalars_audio_and_spectrograms_per_instrument(tiny_config, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from audiostyle.components.timbre_transfer import build_timbre_model
+    from audiostyle.datasets.streaming import make_loader
+    from audiostyle.platform.train_logging import TrainingLogger
+
+    cfg = tiny_config()
+    model = build_timbre_model(cfg)
+    batch = next(iter(make_loader(cfg, "val", seed=0)))
+    log = TrainingLogger(tmp_path / "tb", enabled=True, run_name="t", sample_rate=cfg.data.sample_rate,
+                         instruments=cfg.instrument_names)
+    log.scalars(3, {"val/recon": 1.5, "phase": "reconstruction"})  # strings are skipped, numbers kept
+    log.examples(3, model, batch["audio"], batch["label"], count=2)
+    log.close()
+    assert model.training  # logging examples leaves the model in training mode
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"audio": 0, "images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert tags["scalars"] == ["val/recon"] and events.Scalars("val/recon")[0].value == 1.5
+    # one example per instrument: input, reconstruction and transfer to the other instrument
+    assert sorted(tags["audio"]) == ["example_0_piano/input", "example_0_piano/reconstruction",
+                                     "example_0_piano/to_violin", "example_1_violin/input",
+                                     "example_1_violin/reconstruction", "example_1_violin/to_piano"]
+    assert sorted(tags["images"]) == ["example_0_piano/spectrograms", "example_1_violin/spectrograms"]
+    image = events.Images("example_0_piano/spectrograms")[0]
+    assert image.width > 3 * image.height  # three spectrograms side by side
+
+
+def test_tensorboard_disabled_off_rank_zero(tmp_path):
+    from audiostyle.platform.train_logging import TrainingLogger
+
+    log = TrainingLogger(tmp_path / "tb", enabled=False, run_name="t", sample_rate=22050, instruments=["a", "b"])
+    log.scalars(1, {"x": 1.0})
+    log.close()
+    assert not (tmp_path / "tb").exists()
