@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -130,7 +131,8 @@ def main() -> None:
 
     devices = ["cpu", "cuda"] if args.device == "auto" and torch.cuda.is_available() else (
         ["cpu"] if args.device == "auto" else [args.device])
-    print(f"config {args.config}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(f"config {args.config}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (CPU timings need an idle machine)")
     for device in devices:
         print(f"\n== training step on {device} (forward+backward, all loss terms + discriminator) ==")
         base = None
@@ -146,6 +148,7 @@ def main() -> None:
         base_rtf = rows[0][1]
         for name, rtf in rows:
             print(f"{name:30s} RTF {rtf:7.3f}  ({rtf * args.seconds:6.1f} s wall, {base_rtf / rtf:5.1f}x vs first row)")
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
