@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from audiostyle.platform.errors import CheckpointError
 from safetensors.torch import load_file, save_file
+
+from audiostyle.platform.errors import CheckpointError
 
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optim.pt"

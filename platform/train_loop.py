@@ -35,6 +35,8 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
+from ray.train import Checkpoint
+
 from audiostyle.platform.checkpoint_io import (
     TrainingCheckpoint,
     capture_rng_state,
@@ -48,7 +50,6 @@ from audiostyle.platform.curriculum import Curriculum
 from audiostyle.platform.errors import CheckpointError
 from audiostyle.platform.lr_schedule import make_scheduler
 from audiostyle.platform.train_logging import ProgressMeter, TrainingLogger, progress_line
-from ray.train import Checkpoint
 
 
 class TrainingStep(torch.nn.Module):

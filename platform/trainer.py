@@ -73,9 +73,10 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, workers: 
     "ray://HOST:PORT" connects to a cluster. workers/use_gpu/storage_path/name override cfg.scaling and
     cfg.run. callbacks: Ray Train UserCallbacks (a sweep passes TuneReportCallback).
     """
-    from audiostyle.platform.train_loop import train_loop_per_worker
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+
+    from audiostyle.platform.train_loop import train_loop_per_worker
 
     num_workers = workers if workers is not None else cfg.scaling.num_workers
     gpu = cfg.scaling.use_gpu if use_gpu is None else use_gpu

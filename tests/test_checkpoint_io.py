@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
+
 from audiostyle.platform.checkpoint_io import (
     REQUIRED_FILES,
     TrainingCheckpoint,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from audiostyle.platform.config_loader import load_raw
 from audiostyle.platform.config_schema import PhaseConfig, parse_experiment
 from audiostyle.platform.curriculum import Curriculum

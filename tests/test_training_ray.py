@@ -93,11 +93,12 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_local, tiny_config, tmp
 
 @pytest.mark.ray
 def test_two_workers_step_together_with_identical_parameters(ray_local, tiny_config, tmp_path):
-    cfg = tiny_config("train.max_steps=5", "train.val_every=5")  # the last steps train the discriminator
+    # grad_accum=2 exercises DDP's no_sync on the first micro-batch; the last steps train the discriminator
+    cfg = tiny_config("train.max_steps=5", "train.val_every=5", "optim.grad_accum=2")
     result = train(cfg, tmp_path, "ddp", workers=2, test_hooks={"probe_dir": str(tmp_path / "probe")})
     r0, r1 = probes(tmp_path / "probe")
     assert (r0["rank"], r1["rank"]) == (0, 1)
-    assert r0["batches"] == r1["batches"] == 5 and r0["step"] == r1["step"] == 5
+    assert r0["batches"] == r1["batches"] == 10 and r0["step"] == r1["step"] == 5
     assert r0["params"] == r1["params"]
     m = result.metrics
     assert m["step"] == 5 and m["phase"] == "adversarial" and "train/discriminator" in m
