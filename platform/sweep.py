@@ -23,17 +23,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ray import tune
 
 from audiostyle.platform.config_loader import set_path
 from audiostyle.platform.config_schema import ExperimentConfig
 from audiostyle.platform.errors import ConfigError
 from audiostyle.platform.search_space import SearchSpace
 from audiostyle.platform.sweep_report import SweepReport, write_report
-from ray import tune
 
 logger = logging.getLogger(__name__)
 
@@ -173,19 +175,66 @@ class TrialLedger(tune.Callback):
         self._write(trial, "ERROR")
 
 
+class PlacementGroupReaper(tune.Callback):
+    """Frees the Train placement group of a trial that Tune stopped (ray-project/ray#54305).
+
+    ASHA stopping a trial kills its driver, and with it the Train controller, before the controller can
+    remove its workers' placement group; Ray's own cleaner for that case asks the State API, which needs
+    the dashboard (and one Ray instance per machine). Without this the CPUs stay reserved and the next
+    trial's workers wait forever. Only groups of this job whose creating actor is dead are removed.
+    """
+
+    def __init__(self, every_s: float = 2.0):
+        self.every_s = every_s
+        self._last = 0.0
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every_s:
+            self._last = now
+            release_orphaned_placement_groups()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        release_orphaned_placement_groups()
+
+
+def release_orphaned_placement_groups() -> int:
+    """Remove this job's placement groups whose creating actor has died; returns how many."""
+    import ray
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    job = ray.get_runtime_context().get_job_id()
+    live = (gcs_pb2.PlacementGroupTableData.PENDING, gcs_pb2.PlacementGroupTableData.CREATED,
+            gcs_pb2.PlacementGroupTableData.RESCHEDULING)
+    removed = 0
+    for raw in state._connect_and_get_accessor().get_placement_group_table():
+        info = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        # Groups created by the driver itself (Tune's trial groups) have no creator actor: never touched.
+        if (info.state in live and info.creator_actor_dead and not info.is_detached
+                and not ray.ActorID(info.creator_actor_id).is_nil() and info.creator_job_id.hex() == job):
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(info.placement_group_id)))
+            removed += 1
+    if removed:
+        logger.info("freed %d placement group(s) left by stopped trials", removed)
+    return removed
+
+
 def trial_dirname(trial: Any) -> str:
     return f"{trial.config.get(RUN_NAME_KEY, 'trial')}_{trial.trial_id}"
 
 
 def run_trial(config: dict[str, Any], *, space: SearchSpace, sweep_dir: str, workers: int | None) -> None:
     """One Tune trial: this sample's config trained as one Ray Train run named after the Optuna trial."""
-    from audiostyle.platform.trainer import run_training
     from ray.tune.integration.ray_train import TuneReportCallback
+
+    from audiostyle.platform.trainer import run_training
 
     sample = {p: config[p] for p in space.paths if p in config}
     data = space.apply_dict(sample)
-    set_path(data, "run.name", config[RUN_NAME_KEY])
-    set_path(data, "run.storage_path", sweep_dir)
+    set_path(data, "run.name", config[RUN_NAME_KEY], create=True)  # absent when the YAML leaves it out
+    set_path(data, "run.storage_path", sweep_dir, create=True)
     from audiostyle.platform.config_loader import config_from_dict
 
     cfg = config_from_dict(data)
@@ -202,11 +251,12 @@ def run_sweep(cfg: ExperimentConfig, raw_config: dict[str, Any], *, address: str
     raw_config: the resolved mapping `cfg` was validated from (samples are applied to it by path).
     initial_points: samples ({path: value}) to try first, e.g. the defaults; used only by a new sweep.
     """
-    from audiostyle.platform.ray_runtime import check_shared_storage, ensure_ray, resolve_storage
     from optuna.samplers import TPESampler
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
+
+    from audiostyle.platform.ray_runtime import check_shared_storage, ensure_ray, resolve_storage
 
     if cfg.sweep is None:
         raise ConfigError("the experiment has no `sweep:` block (see experiments/sweep_curriculum.yaml)",
@@ -259,7 +309,9 @@ def run_sweep(cfg: ExperimentConfig, raw_config: dict[str, Any], *, address: str
         if grace is not None:
             scheduler: Any = ASHAScheduler(time_attr="step", metric=metrics[0], mode=modes[0],
                                            max_t=cfg.train.max_steps, grace_period=grace,
-                                           reduction_factor=cfg.sweep.reduction_factor)
+                                           reduction_factor=cfg.sweep.reduction_factor,
+                                           # a trial past the last rung ends by itself, not killed at max_t
+                                           stop_last_trials=False)
         else:
             scheduler = FIFOScheduler()
         segment = f"tune_{len(list(sweep_dir.glob('tune_*'))):02d}"
@@ -272,8 +324,8 @@ def run_sweep(cfg: ExperimentConfig, raw_config: dict[str, Any], *, address: str
                                         scheduler=scheduler, num_samples=remaining,
                                         trial_dirname_creator=trial_dirname),
             run_config=tune.RunConfig(name=segment, storage_path=str(sweep_dir), callbacks=[
-                TrialLedger(sweep_dir / LEDGER_NAME)], failure_config=tune.FailureConfig(max_failures=1),
-                verbose=1),
+                TrialLedger(sweep_dir / LEDGER_NAME), PlacementGroupReaper()],
+                failure_config=tune.FailureConfig(max_failures=1), verbose=1),
         )
         results = tuner.fit()
     study = open_study(journal, name, modes, create=True)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from audiostyle.platform.config_loader import config_from_dict
 from audiostyle.platform.search_space import SearchSpace
 

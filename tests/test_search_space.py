@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+
 from audiostyle.platform.config_loader import config_from_dict, load_experiment, load_raw
 from audiostyle.platform.curriculum import Curriculum
 from audiostyle.platform.errors import ConfigError

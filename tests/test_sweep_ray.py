@@ -1,0 +1,110 @@
+"""Sweeps end to end on a real local Ray: Tune driver trials running real Train V2 runs on the demo data,
+OptunaSearch with a journal file, ASHA stopping weak trials, `--resume` without repeated trials, and the
+best configuration written as YAML that validates and trains.
+
+One Ray instance serves the module. Trials are tiny (1 s crops, batch 2, 32-wide model, 6 steps,
+validation every 2), one worker each, two at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from audiostyle.platform.config_loader import config_from_dict, load_experiment
+from audiostyle.platform.config_schema import to_dict
+
+pytestmark = pytest.mark.ray
+
+MAX_STEPS = 6
+GOOD_LR, BAD_LR = 3.0e-3, 1.0e-9  # a learning rate that learns in 2 steps, and one that cannot move at all
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    from audiostyle.platform.ray_runtime import worker_env_vars
+
+    # 4 logical CPUs on 2 cores: 2 trials' Train workers plus start-up headroom. Worker start-up gets
+    # longer than Ray's 60 s default when the machine is busy (several Ray processes start per trial).
+    ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1",
+             runtime_env={"env_vars": {**worker_env_vars(1), "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}})
+    yield ray
+    ray.shutdown()
+
+
+def sweep_config(tiny_config, **sweep):
+    cfg = tiny_config(f"train.max_steps={MAX_STEPS}", "train.val_every=2", "optim.warmup_steps=0")
+    raw = to_dict(cfg)
+    raw["sweep"] = {"metric": "val/recon", "mode": "min", "num_trials": 4, "max_concurrent": 2, "seed": 0,
+                    "reduction_factor": 2, "space": {"optim.lr": {"float": [1.0e-9, 1.0e-2], "log": True}},
+                    **sweep}
+    return config_from_dict(raw), raw
+
+
+def test_asha_stops_weak_trials_and_best_yaml_trains(ray_local, tiny_config, tmp_path):
+    from audiostyle.platform.sweep import run_sweep
+    from audiostyle.platform.trainer import run_training
+
+    cfg, raw = sweep_config(tiny_config, grace_period=2)
+    # Two learning trials first, then two that cannot learn: by the time a non-learning trial reaches the
+    # first rung (step 2), the two learning ones are recorded there and the rung's median is below it.
+    points = [{"optim.lr": GOOD_LR}, {"optim.lr": GOOD_LR / 2}, {"optim.lr": BAD_LR}, {"optim.lr": BAD_LR}]
+    result = run_sweep(cfg, raw, initial_points=points)
+    rows = {r.number: r for r in result.report.rows}
+
+    assert result.new_trials == 4 and sorted(rows) == [0, 1, 2, 3]
+    assert all(r.state == "COMPLETE" for r in rows.values())
+    assert rows[0].step == rows[1].step == MAX_STEPS
+    stopped = [n for n, r in rows.items() if r.stopped_early(MAX_STEPS)]
+    assert stopped and set(stopped) <= {2, 3}, {n: (r.step, r.values) for n, r in rows.items()}
+    # each trial trained as its own Train run under the sweep folder, checkpoints at the reported steps
+    for n, row in rows.items():
+        assert Path(row.checkpoint_path).parent == result.sweep_dir / f"trial_{n:04d}"
+        state = json.loads((Path(row.checkpoint_path) / "state.json").read_text())
+        assert state["step"] == row.step
+    assert result.report.best.number in (0, 1)
+    assert result.report.csv_path.is_file() and "optimization_history" in result.report.plots
+
+    best = load_experiment(result.report.best_yaml)
+    assert best.optim.lr == pytest.approx(rows[result.report.best.number].sample["optim.lr"])
+    assert best.sweep is None and best.name.endswith("_best")
+    trained = run_training(best, storage_path=str(tmp_path / "best_runs"), name="best")
+    assert trained.error is None and trained.metrics["step"] == MAX_STEPS
+
+
+def test_resume_runs_only_the_missing_trials(ray_local, tiny_config, tmp_path):
+    from audiostyle.platform.errors import ConfigError
+    from audiostyle.platform.sweep import open_study, run_sweep
+
+    cfg, raw = sweep_config(tiny_config, num_trials=2, space={
+        "optim.lr": {"float": [1.0e-4, 1.0e-2], "log": True},
+        "curriculum.phases.0.until": {"float": [0.1, 0.35]},
+    })
+    first = run_sweep(cfg, raw, plots=False)
+    assert first.new_trials == 2
+    done = {r.number: r for r in first.report.rows}
+    mtimes = {p: p.stat().st_mtime_ns for n in done for p in (first.sweep_dir / f"trial_{n:04d}").rglob("*")
+              if p.is_file()}
+
+    with pytest.raises(ConfigError, match="--resume"):
+        run_sweep(cfg, raw, num_trials=4)  # an existing sweep is never silently extended or overwritten
+
+    second = run_sweep(cfg, raw, resume=True, num_trials=4, plots=False)
+    assert second.new_trials == 2
+    study = open_study(second.sweep_dir / "optuna.journal", second.study_name, ["min"], create=False)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    samples = [json.dumps(t.user_attrs["sample"], sort_keys=True) for t in study.trials]
+    assert len(set(samples)) == 4  # four distinct configurations, none re-run
+    # the finished trials' runs were not touched again
+    assert all(p.stat().st_mtime_ns == m for p, m in mtimes.items())
+    assert sorted(p.name for p in second.sweep_dir.glob("trial_*")) == [f"trial_{n:04d}" for n in range(4)]
+    ledger = [json.loads(line) for line in (second.sweep_dir / "trials.jsonl").read_text().splitlines()]
+    assert sorted(e["optuna_trial"] for e in ledger) == [0, 1, 2, 3]
+
+    third = run_sweep(cfg, raw, resume=True, num_trials=4, plots=False)
+    assert third.new_trials == 0 and len(third.report.rows) == 4
