@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from audiostyle.platform.config_schema import ExperimentConfig, ModelConfig, parse_experiment
 from audiostyle.platform.errors import ConfigError, did_you_mean
 from audiostyle.platform.registry import COMPONENT_KEY, validate_spec
@@ -228,11 +229,44 @@ def validate_components(cfg: ExperimentConfig) -> None:
         validate_spec("loss", spec, path=f"losses.{term}")
 
 
+def _is_url(location: str) -> bool:
+    return "://" in location or location.startswith(("pipe:", "file:"))
+
+
+def absolutize_paths(data: dict[str, Any], cwd: Path | None = None) -> dict[str, Any]:
+    """Make local data, stats and storage paths absolute against the directory the user ran from.
+
+    Ray workers and Tune trial drivers run in other working directories, so a relative path must be
+    pinned down once, where the user typed it. URLs and object-store URIs are left as they are.
+    """
+    cwd = cwd or Path.cwd()
+
+    def pin(value: Any) -> Any:
+        if isinstance(value, str) and value and not _is_url(value) and not Path(value).is_absolute():
+            return str((cwd / Path(value).expanduser()).resolve())
+        return value
+
+    for inst in data.get("instruments") or []:
+        if isinstance(inst, dict) and "data" in inst:
+            inst["data"] = pin(inst["data"])
+    section = data.get("data")
+    if isinstance(section, dict):
+        if "root" in section:
+            section["root"] = pin(section["root"])
+        stats = section.get("stats")
+        if isinstance(stats, str) and stats.endswith(".npz"):
+            section["stats"] = pin(stats)
+    run = data.get("run")
+    if isinstance(run, dict) and "storage_path" in run:
+        run["storage_path"] = pin(run["storage_path"])
+    return data
+
+
 def load_raw(path: str | Path, overrides: Iterable[str] = ()) -> tuple[dict[str, Any], ComposedConfig]:
-    """Compose, override and resolve references; returns the plain resolved mapping."""
+    """Compose, override, resolve references and pin local paths; returns the plain resolved mapping."""
     composed = compose(path)
     apply_overrides(composed, overrides)
-    return resolve_references(composed), composed
+    return absolutize_paths(resolve_references(composed)), composed
 
 
 def config_from_dict(data: dict[str, Any], *, file: str = "") -> ExperimentConfig:

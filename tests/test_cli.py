@@ -64,3 +64,15 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr and "no.yaml" in proc.stderr
+
+
+def test_overrides_may_follow_options(capsys):
+    import yaml
+
+    args = ["config", "show", str(ROOT / "experiments" / "quickstart.yaml"), "seed=4"]
+    assert main(args) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["seed"] == 4
+    parser_args = build_parser().parse_known_args(["train", "x.yaml", "--workers", "2", "train.max_steps=5"])
+    assert parser_args[1] == ["train.max_steps=5"]  # what main() folds into the overrides
+    with pytest.raises(SystemExit):
+        main(["validate", str(ROOT / "experiments"), "--bogus"])

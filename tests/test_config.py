@@ -41,6 +41,14 @@ def test_override_and_reference_follow_each_other(tmp_path):
     assert cfg.instruments[1].weight == 2.0
 
 
+def test_local_paths_are_pinned_to_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_experiment(BASE, ["data.root=data/demo", "instruments.1.data=s3://bucket/violin"])
+    assert cfg.instruments[0].data == str(tmp_path / "data" / "demo" / "piano")  # workers run elsewhere
+    assert cfg.instruments[1].data == "s3://bucket/violin"
+    assert cfg.run.storage_path == str(tmp_path / "runs")
+
+
 def test_whole_string_reference_keeps_type(tmp_path):
     raw, _ = load_raw(write(tmp_path, {"train": {"val_every": "${train.log_every}"}}))
     assert raw["train"]["val_every"] == raw["train"]["log_every"] and isinstance(raw["train"]["val_every"], int)
