@@ -41,16 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    # argparse stops collecting positionals at the first option, so `train X.yaml --workers 2 a.b=c`
-    # leaves `a.b=c` over; for commands that take overrides, such leftovers are overrides too.
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """parse_args, except that `a.b=c` words after options join the command's overrides."""
     args, extra = parser.parse_known_args(argv)
     if extra:
         if isinstance(getattr(args, "overrides", None), list) and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides += extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    # argparse stops collecting positionals at the first option, so `train X.yaml --workers 2 a.b=c`
+    # leaves `a.b=c` over; for commands that take overrides, such leftovers are overrides too.
+    args = parse(parser, argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

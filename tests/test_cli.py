@@ -66,13 +66,12 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr and "no.yaml" in proc.stderr
 
 
-def test_overrides_may_follow_options(capsys):
-    import yaml
+def test_overrides_may_follow_options():
+    from audiostyle.platform.cli import parse
 
-    args = ["config", "show", str(ROOT / "experiments" / "quickstart.yaml"), "seed=4"]
-    assert main(args) == 0
-    assert yaml.safe_load(capsys.readouterr().out)["seed"] == 4
-    parser_args = build_parser().parse_known_args(["train", "x.yaml", "--workers", "2", "train.max_steps=5"])
-    assert parser_args[1] == ["train.max_steps=5"]  # what main() folds into the overrides
+    args = parse(build_parser(), ["train", "x.yaml", "seed=1", "--workers", "2", "train.max_steps=5"])
+    assert args.overrides == ["seed=1", "train.max_steps=5"] and args.workers == 2
     with pytest.raises(SystemExit):
-        main(["validate", str(ROOT / "experiments"), "--bogus"])
+        parse(build_parser(), ["train", "x.yaml", "--workers", "2", "--bogus"])
+    with pytest.raises(SystemExit):  # validate takes no positional overrides
+        parse(build_parser(), ["validate", "x.yaml", "--override", "a=1", "b=2"])
