@@ -50,17 +50,20 @@ def test_asha_stops_weak_trials_and_best_yaml_trains(ray_local, tiny_config, tmp
     from audiostyle.platform.trainer import run_training
 
     cfg, raw = sweep_config(tiny_config, grace_period=2)
-    # Two learning trials first, then two that cannot learn: by the time a non-learning trial reaches the
-    # first rung (step 2), the two learning ones are recorded there and the rung's median is below it.
+    # Two learning trials first, then two that cannot learn. A non-learning trial starts only once a
+    # learning one has passed the first rung (step 2), so the rung's median is already below it: with
+    # values {good}, {good, good}, {good, bad} or {good, good, bad} recorded, bad > median -> stopped.
     points = [{"optim.lr": GOOD_LR}, {"optim.lr": GOOD_LR / 2}, {"optim.lr": BAD_LR}, {"optim.lr": BAD_LR}]
     result = run_sweep(cfg, raw, initial_points=points)
     rows = {r.number: r for r in result.report.rows}
 
     assert result.new_trials == 4 and sorted(rows) == [0, 1, 2, 3]
     assert all(r.state == "COMPLETE" for r in rows.values())
-    assert rows[0].step == rows[1].step == MAX_STEPS
-    stopped = [n for n, r in rows.items() if r.stopped_early(MAX_STEPS)]
-    assert stopped and set(stopped) <= {2, 3}, {n: (r.step, r.values) for n, r in rows.items()}
+    stopped = {n for n, r in rows.items() if r.stopped_early(MAX_STEPS)}
+    assert {2, 3} <= stopped, {n: (r.step, r.values) for n, r in rows.items()}
+    assert all(rows[n].step == 2 for n in stopped)  # stopped at the first rung, the end of phase 0 or later
+    # the learning trial that reached the rung first always continues (nothing recorded to beat it)
+    assert rows[0].step == MAX_STEPS or rows[1].step == MAX_STEPS
     # each trial trained as its own Train run under the sweep folder, checkpoints at the reported steps
     for n, row in rows.items():
         assert Path(row.checkpoint_path).parent == result.sweep_dir / f"trial_{n:04d}"
