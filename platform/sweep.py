@@ -31,7 +31,7 @@ from typing import Any
 
 from ray import tune
 
-from audiostyle.platform.config_loader import set_path
+from audiostyle.platform.config_loader import config_from_dict, set_path
 from audiostyle.platform.config_schema import ExperimentConfig
 from audiostyle.platform.errors import ConfigError
 from audiostyle.platform.search_space import SearchSpace
@@ -137,6 +137,17 @@ def prepare_resume(study: Any) -> tuple[int, list[int]]:
     return finished, requeued
 
 
+def optuna_params(space: SearchSpace, sample: dict[str, Any]) -> dict[str, Any]:
+    """A {path: config value} point as the parameters Optuna records for it (to enqueue it)."""
+    by_path = {d.path: d for d in space.domains}
+    for path in sample:
+        if path not in by_path:
+            raise ConfigError(f"{path!r} cannot be given as a starting point: only plain entries of the space "
+                              f"can ({', '.join(by_path)}); curriculum boundaries are sampled by position",
+                              path="sweep.space")
+    return {by_path[p].param_name: by_path[p].display_value(v) for p, v in sample.items()}
+
+
 class TrialSampler:
     """The define-by-run function given to OptunaSearch (a class, so Tune can pickle the searcher)."""
 
@@ -235,8 +246,6 @@ def run_trial(config: dict[str, Any], *, space: SearchSpace, sweep_dir: str, wor
     data = space.apply_dict(sample)
     set_path(data, "run.name", config[RUN_NAME_KEY], create=True)  # absent when the YAML leaves it out
     set_path(data, "run.storage_path", sweep_dir, create=True)
-    from audiostyle.platform.config_loader import config_from_dict
-
     cfg = config_from_dict(data)
     run_training(cfg, workers=workers, storage_path=sweep_dir, name=config[RUN_NAME_KEY],
                  callbacks=[TuneReportCallback()])
@@ -287,7 +296,7 @@ def run_sweep(cfg: ExperimentConfig, raw_config: dict[str, Any], *, address: str
         logger.info("trials %s were cut off mid-run: requeued with their parameters", requeued)
     if not study.trials and initial_points:
         for point in initial_points:
-            study.enqueue_trial(point)
+            study.enqueue_trial(optuna_params(space, point))
     remaining = max(0, total - finished)
     logger.info("sweep %s: %d trials finished, %d to run (of %d), up to %d at once; study journal %s",
                 name, finished, remaining, total, concurrent, journal)

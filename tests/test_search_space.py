@@ -16,7 +16,7 @@ from audiostyle.platform.config_loader import config_from_dict, load_experiment,
 from audiostyle.platform.curriculum import Curriculum
 from audiostyle.platform.errors import ConfigError
 from audiostyle.platform.search_space import SearchSpace
-from audiostyle.platform.sweep import asha_grace_period, open_study, prepare_resume
+from audiostyle.platform.sweep import asha_grace_period, open_study, optuna_params, prepare_resume
 from audiostyle.platform.sweep_report import write_report
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -144,6 +144,19 @@ def test_grace_period_defaults_to_and_never_precedes_the_first_phase_end(sweep_r
         asha_grace_period(early, space)
     fixed = with_space(sweep_raw, {"optim.lr": {"float": [1.0e-4, 1.0e-3]}}, grace_period=8)
     assert asha_grace_period(config_from_dict(fixed), SearchSpace.from_config(fixed)) == 8  # phase 0 ends at 8
+
+
+def test_starting_points_are_tried_first_with_their_values(sweep_raw):
+    raw = with_space(sweep_raw, {"optim.betas": {"choice": [[0.8, 0.99], [0.9, 0.999]]},
+                                 "optim.lr": {"float": [1.0e-4, 1.0e-3], "log": True},
+                                 "curriculum.phases.0.until": {"float": [0.1, 0.3]}})
+    space = SearchSpace.from_config(raw)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial(optuna_params(space, {"optim.betas": [0.9, 0.999], "optim.lr": 5.0e-4}))
+    sample = space.suggest(study.ask())
+    assert sample["optim.betas"] == [0.9, 0.999] and sample["optim.lr"] == 5.0e-4
+    with pytest.raises(ConfigError, match="by position"):
+        optuna_params(space, {"curriculum.phases.0.until": 0.2})
 
 
 def test_resume_requeues_a_trial_cut_off_mid_run(tmp_path):
