@@ -118,7 +118,7 @@ def build_wheel(out_dir: str | Path, source: Path | None = None) -> Path:
 
 def cluster_runtime_env(threads: int) -> dict[str, Any]:
     """The job runtime environment for a cluster: thread caps plus the package as a wheel when needed."""
-    env: dict[str, Any] = {"env_vars": worker_env_vars(threads)}
+    env: dict[str, Any] = {"env_vars": worker_env_vars(threads), "worker_process_setup_hook": QUIET_HOOK}
     if source_checkout() is not None:
         wheel = build_wheel(tempfile.mkdtemp(prefix="audiostyle-wheel-"))
         logger.info("shipping %s to the cluster through the runtime environment", wheel.name)
@@ -126,6 +126,24 @@ def cluster_runtime_env(threads: int) -> dict[str, Any]:
     else:
         logger.info("using the audiostyle installed in the cluster's image")
     return env
+
+
+def quiet_ray_logs() -> None:
+    """Worker-process setup hook: mute two Ray Train log sources that drown the progress line.
+
+    The placement-group cleaner polls the State API, which needs the dashboard; without it (we start
+    Ray with no dashboard) it warns every few seconds and can do nothing anyway. The report logger
+    prints every metrics dict, which the progress line already summarizes.
+    """
+    import logging
+
+    import ray.train.v2._internal.execution.context as train_context
+
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)  # Ray names this logger by file path
+
+
+QUIET_HOOK = "audiostyle.platform.ray_runtime.quiet_ray_logs"
 
 
 def ensure_ray(address: str | None, *, num_cpus: int, num_gpus: int | None = None, threads: int = 1) -> bool:
@@ -139,7 +157,8 @@ def ensure_ray(address: str | None, *, num_cpus: int, num_gpus: int | None = Non
         return False
     if address is None:
         ray.init(num_cpus=max(num_cpus, os.cpu_count() or 1), num_gpus=num_gpus, include_dashboard=False,
-                 _node_ip_address="127.0.0.1", runtime_env={"env_vars": worker_env_vars(threads)},
+                 _node_ip_address="127.0.0.1",
+                 runtime_env={"env_vars": worker_env_vars(threads), "worker_process_setup_hook": QUIET_HOOK},
                  log_to_driver=True)
     else:
         ray.init(address=address, runtime_env=cluster_runtime_env(threads), log_to_driver=True)
