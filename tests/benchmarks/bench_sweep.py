@@ -93,7 +93,7 @@ def main() -> None:
                                                     for p, v in best.sample.items()))
     print(f"\n{'run':<40}{'steps':>7}{'val/recon':>11}{'seconds':>9}")
     for label, steps, value, secs in [
-        (f"sweep best (trial {best.number})", best.step, best.values[0], float("nan")),
+        (f"sweep best trial ({best.number}; sweep wall time)", best.step, best.values[0], sweep_s),
         ("default, same steps as one trial", args.steps, same, same_s),
         ("default, same total budget", total, budget, budget_s),
         ("sweep best config, same total budget", total, best_total, best_total_s),
