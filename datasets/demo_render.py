@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
 from audiostyle.datasets.demo_scores import (
     PieceRef,
     catalog,
@@ -28,8 +29,6 @@ from audiostyle.datasets.demo_scores import (
     ordered,
     realize,
     stable_rng,
-    write_atomic,
-    write_json_atomic,
 )
 from audiostyle.datasets.paired import HELDOUT_SEPARATOR
 from audiostyle.datasets.soundfonts import (
@@ -41,6 +40,7 @@ from audiostyle.datasets.soundfonts import (
     instrument_spec,
     paired_range,
 )
+from audiostyle.platform.atomic_files import atomic_write, sha256_file, write_json_atomic
 from audiostyle.platform.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -200,12 +200,12 @@ def stage_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano
                 audio = renderers[soundfont.name].render(spec.program, rec.notes)
                 render_wall += time.perf_counter() - start
                 rendered_seconds += len(audio) / sample_rate
-                write_atomic(path, lambda tmp, a=audio: sf.write(tmp, a, sample_rate, format="FLAC", subtype="PCM_16"))
+                atomic_write(path, lambda tmp, a=audio: sf.write(tmp, a, sample_rate, format="FLAC", subtype="PCM_16"))
             rows.append({"path": str(path.resolve()), "recording_id": rec.recording_id, "split": rec.split})
         manifest_path = stage / "manifest.jsonl"
         text = "".join(json.dumps(row) + "\n" for row in rows)
         if not manifest_path.is_file() or manifest_path.read_text() != text:
-            write_atomic(manifest_path, lambda tmp, t=text: Path(tmp).write_text(t))
+            atomic_write(manifest_path, lambda tmp, t=text: Path(tmp).write_text(t))
         _write_notes(out_root / "notes", recordings)
         result["instruments"][spec.name] = {"staging": str(stage), "source_manifest": str(manifest_path),
                                             "recordings": len(rows)}
@@ -248,7 +248,7 @@ def _ingest_and_stats(instrument: str, source_manifest: Path, instrument_dir: Pa
     manifest_json = instrument_dir / "manifest.json"
     try:
         stamp = json.loads(stamp_path.read_text())
-        if (stamp["source_sha256"] == _sha256(source_manifest) and stamp["manifest_sha256"] == _sha256(manifest_json)
+        if (stamp["source_sha256"] == sha256_file(source_manifest) and stamp["manifest_sha256"] == sha256_file(manifest_json)
                 and Path(stamp["stats"]).is_file()):
             return {k: stamp[k] for k in ("dir", "manifest", "stats", "seconds")}
     except (OSError, ValueError, KeyError, TypeError):
@@ -264,10 +264,7 @@ def _ingest_and_stats(instrument: str, source_manifest: Path, instrument_dir: Pa
     stats_path = compute_instrument_stats(instrument_dir, frontend, progress=progress)
     info = {"dir": str(instrument_dir), "manifest": str(manifest_json), "stats": str(stats_path),
             "seconds": {name: split["seconds"] for name, split in manifest["splits"].items()}}
-    write_json_atomic(stamp_path, {**info, "source_sha256": _sha256(source_manifest),
-                                   "manifest_sha256": _sha256(manifest_json)})
+    write_json_atomic(stamp_path, {**info, "source_sha256": sha256_file(source_manifest),
+                                   "manifest_sha256": sha256_file(manifest_json)})
     return info
 
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -12,11 +12,13 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from audiostyle.platform.atomic_files import write_json_atomic
 
 CACHE_FORMAT = 1
 # Playing tempi (quarter notes per minute) before a +-15 % per-piece variation: chorales are sung slowly;
@@ -105,26 +107,6 @@ def _extract_line(part) -> list[tuple[float, float, int]]:
             length = min(length, onsets[i + 1] - onset)
         line.append((round(onset, 6), round(length, 6), int(pitch)))
     return line
-
-
-def write_atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Call write(temp_path) for a temp file beside `path`, then move it into place (readers never see
-    a half-written file; an interrupted run leaves at most a hidden temp file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Hidden, per-process temp name keeping the suffix (soundfile picks the format from it); plain
-    # open() rather than mkstemp so the file gets the usual umask permissions, not 0600.
-    tmp = str(path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}"))
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, payload: object) -> None:
-    """`payload` as JSON at `path`, atomically."""
-    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(payload)))
 
 
 def load_line(ref: PieceRef, cache_dir: str | os.PathLike | None = None) -> ScoreLine | None:

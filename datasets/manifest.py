@@ -9,12 +9,12 @@ the file name is appended to the command), `http(s)://` and any fsspec object st
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname, urlopen
 
+from audiostyle.platform.atomic_files import write_json_atomic
 from audiostyle.platform.errors import DataError
 
 MANIFEST_NAME = "manifest.json"
@@ -74,15 +74,8 @@ def read_manifest(location: str | Path) -> dict[str, Any]:
 
 def write_manifest(folder: str | Path, manifest: dict[str, Any]) -> Path:
     """Write `<folder>/manifest.json` atomically (sorted keys, so equal content gives equal bytes)."""
-    dest = Path(folder) / MANIFEST_NAME
-    temp = dest.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
-    with open(temp, "w", encoding="utf-8") as fh:
-        json.dump(manifest, fh, indent=1, sort_keys=True)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(temp, dest)
-    return dest
+    # fsync: the manifest is what makes a folder's shards visible, so it must survive a power cut whole
+    return write_json_atomic(Path(folder) / MANIFEST_NAME, manifest, fsync=True, indent=1, sort_keys=True)
 
 
 def withdraw_manifest(folder: str | Path) -> bool:

@@ -20,6 +20,8 @@ from typing import Any, BinaryIO
 
 import webdataset as wds
 
+from audiostyle.platform.atomic_files import sha256_file
+
 TEMP_PREFIX = ".partial-"
 # Keys become tar member names `<key>.<ext>`; WebDataset splits at the first dot, so no dots.
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -28,14 +30,6 @@ _TAR_BLOCK = 512
 
 def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:06d}.tar"
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def remove_stale_temps(folder: str | Path) -> list[str]:

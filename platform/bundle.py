@@ -15,7 +15,6 @@ a temporary folder beside the destination and renames it into place.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 import yaml
 
+from audiostyle.platform.atomic_files import sha256_file
 from audiostyle.platform.errors import AudiostyleError, CheckpointError
 
 FORMAT_VERSION = 1
@@ -37,12 +37,6 @@ MODEL_FILE, CONFIG_FILE, STATS_FILE, META_FILE = "model.safetensors", "config.ya
 PROTOTYPE_SECONDS = 600.0  # per instrument: the mean of 150 four-second crops is stable to a few percent
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def source_commit() -> str | None:
@@ -185,7 +179,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, data_root: str | P
             "format_version": FORMAT_VERSION, "instruments": cfg.instrument_names,
             "sample_rate": cfg.data.sample_rate, "segment_seconds": cfg.data.segment_seconds,
             "style_dim": int(model.prototypes.shape[1]), "provenance": provenance,
-            "files": {n: {"bytes": (tmp / n).stat().st_size, "sha256": _sha256(tmp / n)}
+            "files": {n: {"bytes": (tmp / n).stat().st_size, "sha256": sha256_file(tmp / n)}
                       for n in (MODEL_FILE, CONFIG_FILE, STATS_FILE)},
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=float))
@@ -228,7 +222,7 @@ def read_bundle_meta(path: str | Path) -> dict[str, Any]:
         if size != expected["bytes"]:
             raise CheckpointError(f"{file}: {size} bytes, expected {expected['bytes']}: the file is truncated "
                                   "or was replaced; copy or export the bundle again")
-        if _sha256(file) != expected["sha256"]:
+        if sha256_file(file) != expected["sha256"]:
             raise CheckpointError(f"{file}: checksum mismatch: the file is corrupt; copy or export the bundle again")
     return meta
 

@@ -15,11 +15,8 @@ CheckpointError naming the one that is missing or unreadable. Nothing here knows
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +27,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from audiostyle.platform.atomic_files import atomic_write, sha256_file
 from audiostyle.platform.errors import CheckpointError
 
 MODEL_FILE = "model.safetensors"
@@ -56,25 +54,8 @@ class TrainingCheckpoint:
         return int(self.state["step"])
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call write(temp_path) for a temp file beside `path`, then move it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(directory: str | Path, ckpt: TrainingCheckpoint) -> Path:
@@ -87,20 +68,20 @@ def save_checkpoint(directory: str | Path, ckpt: TrainingCheckpoint) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     # clone() drops storage sharing (tied weights), which safetensors refuses to serialize
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in ckpt.model_state.items()}
-    _atomic_write(out / MODEL_FILE, lambda tmp: save_file(tensors, tmp))
-    _atomic_write(out / OPTIM_FILE, lambda tmp: torch.save(ckpt.optim_state, tmp))
-    _atomic_write(out / CONFIG_FILE, lambda tmp: Path(tmp).write_text(yaml.safe_dump(ckpt.config, sort_keys=False)))
+    atomic_write(out / MODEL_FILE, lambda tmp: save_file(tensors, tmp))
+    atomic_write(out / OPTIM_FILE, lambda tmp: torch.save(ckpt.optim_state, tmp))
+    atomic_write(out / CONFIG_FILE, lambda tmp: Path(tmp).write_text(yaml.safe_dump(ckpt.config, sort_keys=False)))
     mean, std = (np.asarray(a, dtype=np.float32) for a in ckpt.stats)
 
     def write_stats(tmp: str) -> None:
         with open(tmp, "wb") as fh:  # a file object, so numpy does not append '.npz' to the temp name
             np.savez(fh, mean=mean, std=std)
 
-    _atomic_write(out / STATS_FILE, write_stats)
-    files = {name: {"bytes": (out / name).stat().st_size, "sha256": _sha256(out / name)}
+    atomic_write(out / STATS_FILE, write_stats)
+    files = {name: {"bytes": (out / name).stat().st_size, "sha256": sha256_file(out / name)}
              for name in (MODEL_FILE, OPTIM_FILE, CONFIG_FILE, STATS_FILE)}
     state = {**ckpt.state, "files": files}
-    _atomic_write(out / STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(state, indent=2)))
+    atomic_write(out / STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(state, indent=2)))
     return out
 
 
@@ -111,7 +92,7 @@ def _verify(root: Path, files: dict[str, Any]) -> None:
             raise CheckpointError(f"{path}: missing; the checkpoint is incomplete "
                                   f"(a checkpoint folder holds {', '.join(REQUIRED_FILES)})")
         size = path.stat().st_size
-        if size != meta.get("bytes", size) or _sha256(path) != meta.get("sha256"):
+        if size != meta.get("bytes", size) or sha256_file(path) != meta.get("sha256"):
             raise CheckpointError(f"{path}: truncated or modified ({size} bytes, {meta.get('bytes')} were "
                                   f"written; checksum differs) - resume from an earlier checkpoint")
 

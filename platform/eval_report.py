@@ -9,11 +9,12 @@ keeps the notes (content columns) and where it changes the instrument (P(target)
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from audiostyle.platform.atomic_files import atomic_write, write_text_atomic
 
 MAX_EXAMPLES = 12  # spectrogram figures cost ~0.3 s each; a dozen shows the behaviour without bloating the page
 
@@ -71,10 +72,8 @@ def spectrogram_png(path: Path, clips: dict[str, np.ndarray], sr: int) -> None:
         ax.set_xlabel("time (s)")
     axes[0][0].set_ylabel("frequency (kHz)")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=80)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _player(label: str, rel: str) -> str:
@@ -131,7 +130,5 @@ def write_report(results: dict[str, Any], out_dir: str | Path, *, max_examples: 
         parts.append(f"<p class='note'>{len(results['items']) - max_examples} more clips in results.json and audio/.</p>")
     parts.append("</body></html>")
     path = out / "index.html"
-    tmp = path.with_name(f".index.html.tmp-{os.getpid()}")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "\n".join(parts))
     return path

@@ -12,14 +12,13 @@ A model is useful only where it beats identity on timbre AND wrong_notes on cont
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from audiostyle.platform.atomic_files import write_json_atomic
 from audiostyle.platform.errors import DataError, did_you_mean
 from audiostyle.platform.evaluation_metrics import METRICS, content_and_fidelity
 from audiostyle.platform.timbre_classifier import TimbreClassifier
@@ -73,12 +72,6 @@ def wrong_notes(audio: list[dict[str, np.ndarray]], i: int, instrument: str) -> 
 def _mean(values: list[float]) -> float | None:
     finite = [v for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(finite)) if finite else None
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir: str | Path,
@@ -156,7 +149,7 @@ def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir:
     }
     if len(items) < 2:
         results["notes"] = ["only one test piece: wrong_notes is its target rendering rotated by half its length"]
-    _write_json_atomic(out / "results.json", results)
+    write_json_atomic(out / "results.json", results, indent=2)
     if report:
         from audiostyle.platform.eval_report import write_report
 

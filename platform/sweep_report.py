@@ -20,7 +20,6 @@ import io
 import json
 import logging
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from audiostyle.platform.atomic_files import atomic_write, write_text_atomic
 from audiostyle.platform.config_loader import config_from_dict
 from audiostyle.platform.search_space import SearchSpace
 
@@ -144,20 +144,12 @@ def render_text(header: list[str], body: list[list[str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in cells)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_csv(path: Path, header: list[str], body: list[list[str]]) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
     writer.writerows(body)
-    atomic_write_text(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())
 
 
 def best_config(row: TrialRow, space: SearchSpace) -> dict[str, Any]:
@@ -185,7 +177,7 @@ def write_best_yaml(path: Path, row: TrialRow, space: SearchSpace, *, sweep_name
         f"# checkpoint of that trial: {row.checkpoint_path or '-'}",
         f"# Run: audiostyle train {path}",
     ]
-    atomic_write_text(path, "\n".join(header) + "\n" + yaml.safe_dump(data, sort_keys=False))
+    write_text_atomic(path, "\n".join(header) + "\n" + yaml.safe_dump(data, sort_keys=False))
     return path
 
 
@@ -232,11 +224,8 @@ def write_plots(rows: list[TrialRow], space: SearchSpace, metrics: list[str], mo
                 axes = plot(study, **kwargs)
             figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
             figure.set_size_inches(max(figure.get_figwidth(), 9), max(figure.get_figheight(), 5))
-            out_dir.mkdir(parents=True, exist_ok=True)
-            tmp = out_dir / f".{name}.tmp.png"
-            figure.savefig(tmp, dpi=110, bbox_inches="tight")
-            os.replace(tmp, out_dir / f"{name}.png")
-            written[name] = out_dir / f"{name}.png"
+            written[name] = atomic_write(out_dir / f"{name}.png",
+                                         lambda tmp, f=figure: f.savefig(tmp, dpi=110, bbox_inches="tight"))
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. no parameter varies
             skipped[name] = str(exc)
         finally:

@@ -11,7 +11,6 @@ file) before anything is written, and each output is written under a temporary n
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from audiostyle.datasets import audio_io
+from audiostyle.platform.atomic_files import atomic_write
 from audiostyle.platform.errors import DataError, did_you_mean
 
 AUDIO_EXTENSIONS = audio_io.AUDIO_EXTENSIONS  # wav, flac, ogg, mp3 and the other formats libsndfile reads
@@ -115,13 +115,7 @@ def write_audio_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
     if peak > 0.999:  # a decoder can overshoot; scale rather than clip, which would add distortion
         audio = audio * (0.99 / peak)
     fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        sf.write(str(tmp), audio, sample_rate, subtype="PCM_16", format=fmt)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: sf.write(tmp, audio, sample_rate, subtype="PCM_16", format=fmt))
 
 
 class Transferer:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import sys
 import tarfile
 import zipfile
@@ -30,8 +29,10 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from audiostyle.datasets.audio_io import decode_bytes
 from audiostyle.datasets.manifest import is_url, open_url, read_manifest, shard_urls
+from audiostyle.platform.atomic_files import atomic_write, copy_atomic
 from audiostyle.platform.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -90,22 +91,12 @@ def pool_stats(parts: Sequence[FeatureStats], weights: Sequence[float] | None = 
 # ---------------------------------------------------------------------------------------------- files
 def write_stats(path: str | Path, stats: FeatureStats, **extra: str) -> Path:
     """Write an npz atomically (temp name in the same folder, then os.replace); returns the path."""
-    path = Path(path)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     arrays: dict[str, Any] = {"mean": stats.mean, "var": stats.var, "std": stats.std,
                               "count": np.int64(stats.count), "segments": np.int64(stats.segments),
                               "format_version": np.int64(FORMAT_VERSION)}
     arrays.update({k: np.asarray(v) for k, v in stats.settings.items()})
     arrays.update({k: np.asarray(str(v)) for k, v in extra.items()})
-    try:
-        with open(temp, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: np.savez(tmp, **arrays), fsync=True)
 
 
 def read_stats(path: str | Path) -> FeatureStats:
@@ -274,7 +265,6 @@ def load_stats(cfg: Any) -> tuple[torch.Tensor, torch.Tensor]:
 def regenerate_demo_stats(out_dir: Path = DEMO_STATS_DIR, *, minutes: float | None = None,
                           progress: bool = True) -> list[Path]:
     """Render the default demo instruments into a temp folder and copy their stats into `out_dir`."""
-    import shutil
     import tempfile
 
     from audiostyle.datasets.demo_render import render_demo
@@ -284,11 +274,7 @@ def regenerate_demo_stats(out_dir: Path = DEMO_STATS_DIR, *, minutes: float | No
     with tempfile.TemporaryDirectory() as tmp:
         render_demo(tmp, instruments=DEMO_INSTRUMENTS, minutes=minutes, seed=0, progress=progress)
         for name in DEMO_INSTRUMENTS:
-            dest = out_dir / f"{name}.npz"
-            temp = dest.with_name(f".{dest.name}.tmp")
-            shutil.copyfile(Path(tmp) / name / STATS_NAME, temp)
-            os.replace(temp, dest)
-            written.append(dest)
+            written.append(copy_atomic(Path(tmp) / name / STATS_NAME, out_dir / f"{name}.npz"))
     return written
 
 

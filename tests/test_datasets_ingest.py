@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
 from audiostyle.datasets import audio_io, shard_writer
 from audiostyle.datasets.ingest import add_instrument
 from audiostyle.datasets.manifest import read_manifest
+from audiostyle.platform.atomic_files import sha256_file
 from audiostyle.platform.errors import DataError
 
 SR_IN = 16000
@@ -79,7 +81,7 @@ def test_folder_ingest_writes_adjacent_members_split_by_recording(tmp_path):
         assert keys[0::2] == keys[1::2]  # both members of a segment adjacent
         assert all("." not in k for k in keys)
         assert manifest["shards"][name]["segments"] == len(names) // 2
-        assert manifest["shards"][name]["sha256"] == shard_writer.sha256_file(out / name)
+        assert manifest["shards"][name]["sha256"] == sha256_file(out / name)
 
     records = segment_records(out, manifest)
     split_of = {}
@@ -192,7 +194,7 @@ def test_changed_input_crash_withdraws_stale_manifest(tmp_path, monkeypatch):
         manifest = None
     if manifest is not None:  # still there only if every shard it lists is still the one it describes
         for name, info in manifest["shards"].items():
-            assert shard_writer.sha256_file(out / name) == info["sha256"]
+            assert sha256_file(out / name) == info["sha256"]
     assert not list(out.glob(f"{shard_writer.TEMP_PREFIX}*"))
 
 
