@@ -22,8 +22,9 @@ import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
-from audiostyle.platform.errors import ConfigError
 from torch import nn
+
+from audiostyle.platform.errors import ConfigError
 
 
 class ConstantQTransform(nn.Module):

@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from audiostyle.components.cqt import ConstantQTransform
 from audiostyle.platform.errors import DataError
 from audiostyle.platform.registry import register
-from torch import nn
 
 
 @register("frontend", "stft_cqt")

@@ -24,8 +24,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from audiostyle.platform.registry import register
 from torch import nn
+
+from audiostyle.platform.registry import register
 
 
 def _zero_like(x: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
 from audiostyle.platform.errors import DataError
 
 # Extensions libsndfile 1.1+ decodes. m4a/aac/wma are absent on purpose: soundfile cannot read them.

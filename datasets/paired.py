@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from audiostyle.datasets.audio_io import decode_bytes
 from audiostyle.datasets.manifest import MANIFEST_NAME, open_url, read_manifest, shard_urls
 from audiostyle.platform.errors import DataError

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from audiostyle.platform.errors import ConfigError, DataError, did_you_mean
 
 

@@ -69,6 +69,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     import yaml
+
     from audiostyle.platform.config_loader import load_experiment
     from audiostyle.platform.config_schema import to_dict
 

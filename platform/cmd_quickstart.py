@@ -40,6 +40,7 @@ def _step(title: str, command: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import soundfile as sf
+
     from audiostyle.datasets.demo_render import render_demo
     from audiostyle.datasets.paired import load_paired_test
     from audiostyle.platform.bundle import export_bundle

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+
 from audiostyle.datasets.ingest import add_instrument
 from audiostyle.datasets.streaming import instrument_quotas, make_loader
 from audiostyle.platform.config_loader import load_raw

@@ -10,6 +10,7 @@ import librosa
 import numpy as np
 import pytest
 import soundfile as sf
+
 from audiostyle.datasets.demo_render import plan_recordings, render_demo, split_of, stage_demo
 from audiostyle.datasets.demo_scores import catalog, fit_shift, load_line, realize
 from audiostyle.datasets.soundfonts import (

@@ -6,6 +6,7 @@ import librosa
 import numpy as np
 import pytest
 import torch
+
 from audiostyle.components.cqt import ConstantQTransform, librosa_cqt_reference, relative_error
 from audiostyle.components.frontend import StftCqtFrontend
 from audiostyle.platform.errors import ConfigError, DataError

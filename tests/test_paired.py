@@ -10,6 +10,7 @@ import librosa
 import numpy as np
 import pytest
 import soundfile as sf
+
 from audiostyle.datasets.paired import load_paired_test, piece_id_of
 from audiostyle.platform.errors import DataError
 

@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 import webdataset as wds
+
 from audiostyle.components.frontend import StftCqtFrontend
 from audiostyle.platform.config_schema import InstrumentConfig
 from audiostyle.platform.errors import DataError
