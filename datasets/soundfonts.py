@@ -132,7 +132,12 @@ class NoteRenderer:
     """Renders monophonic note lists with one SoundFont, loaded once (MuseScore sf3 takes seconds to load)."""
 
     def __init__(self, soundfont: SoundFont, sample_rate: int):
-        import tinysoundfont
+        try:
+            import tinysoundfont
+        except ModuleNotFoundError:
+            # not a pyproject dependency: it declares PyAudio (no Linux wheel), which rendering never uses
+            raise DataError("rendering demo instruments needs tinysoundfont: "
+                            "`python3 -m pip install --no-deps tinysoundfont`") from None
 
         self.soundfont = soundfont
         self.sample_rate = int(sample_rate)
