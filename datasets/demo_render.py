@@ -255,13 +255,11 @@ def _ingest_and_stats(instrument: str, source_manifest: Path, instrument_dir: Pa
         pass  # no stamp, or a stale/damaged one: ingest again (itself idempotent)
 
     from audiostyle.datasets.ingest import add_instrument
-    from audiostyle.platform.registry import build
-    from audiostyle.stats.normalization_stats import compute_instrument_stats
+    from audiostyle.stats.normalization_stats import compute_default_stats
 
     manifest = add_instrument(instrument, source_manifest, instrument_dir, sample_rate=sample_rate, seed=seed,
                               progress=progress)
-    frontend = build("frontend", {"component": "stft_cqt"}, path="model.frontend", sample_rate=sample_rate)
-    stats_path = compute_instrument_stats(instrument_dir, frontend, progress=progress)
+    stats_path = compute_default_stats(instrument_dir, sample_rate=sample_rate, progress=progress)
     info = {"dir": str(instrument_dir), "manifest": str(manifest_json), "stats": str(stats_path),
             "seconds": {name: split["seconds"] for name, split in manifest["splits"].items()}}
     write_json_atomic(stamp_path, {**info, "source_sha256": sha256_file(source_manifest),

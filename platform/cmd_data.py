@@ -84,6 +84,7 @@ def run_add(args: argparse.Namespace) -> int:
     from audiostyle.datasets.ingest import add_instrument
     from audiostyle.datasets.manifest import summary_lines
     from audiostyle.platform.errors import ConfigError
+    from audiostyle.stats.normalization_stats import compute_default_stats
 
     try:
         fractions = tuple(float(x) for x in args.split.split(","))
@@ -96,7 +97,8 @@ def run_add(args: argparse.Namespace) -> int:
                               segment_seconds=args.segment_seconds,
                               shard_max_bytes=int(args.shard_size_mb * 1024 * 1024), split_fractions=fractions,
                               seed=args.seed, progress=not args.no_progress)
-    print(f"wrote {out}/")
+    stats = compute_default_stats(out, sample_rate=args.sample_rate, progress=not args.no_progress)
+    print(f"wrote {out}/ (shards, manifest.json, normalization statistics {stats.name})")
     print("\n".join(summary_lines(manifest)))
     print("\nAdd this line under `instruments:` in your experiment YAML:")
     print(_yaml_line(args.instrument, str(out)))

@@ -208,6 +208,15 @@ def compute_instrument_stats(instrument_dir: str | Path, frontend: torch.nn.Modu
     return write_stats(instrument_dir / STATS_NAME, running, instrument=manifest.get("instrument", ""), split=split)
 
 
+def compute_default_stats(instrument_dir: str | Path, *, sample_rate: int, progress: bool = False) -> Path:
+    """`<instrument_dir>/stats.npz` for the default front end (`stft_cqt` at its defaults), as `data add`
+    and `data demo` write them; an experiment with other front-end settings is told to recompute."""
+    from audiostyle.platform.registry import build
+
+    frontend = build("frontend", {"component": "stft_cqt"}, path="model.frontend", sample_rate=sample_rate)
+    return compute_instrument_stats(instrument_dir, frontend, progress=progress)
+
+
 # ---------------------------------------------------------------------------------------------- load
 def frontend_settings_of(cfg: Any) -> dict[str, Any]:
     """The settings of the experiment's front end (built from the config, so defaults count too)."""
