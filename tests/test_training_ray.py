@@ -163,6 +163,9 @@ def test_cluster_package_is_a_wheel_without_a_top_level_platform(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "audiostyle/platform/train_loop.py" in names and "audiostyle/components/catalog.py" in names
     assert not [n for n in names if n.startswith("platform/")]
+    # the committed demo statistics travel in the wheel; `audiostyle` stays a namespace with no __init__
+    assert {f"audiostyle/stats/demo/{i}.npz" for i in ("piano", "violin", "cello")} <= set(names)
+    assert "audiostyle/__init__.py" not in names
 
 
 def test_tensorboard_gets_scalars_audio_and_spectrograms_per_instrument(tiny_config, tmp_path):
