@@ -10,7 +10,10 @@ so errors name the file as well as the dotted path. Nothing here builds a model 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,10 +174,30 @@ def get_path(data: Any, dotted: str) -> Any:
     return node
 
 
+def schema_has_path(dotted: str) -> bool:
+    """Whether `a.b.c` names a field of the typed config (through sections and list items), so that an
+    override may set a field the YAML leaves at its default without a '+'."""
+    tp: Any = ExperimentConfig
+    for part in dotted.split("."):
+        tp = _strip_optional(tp)
+        if typing.get_origin(tp) is list and part.isdigit():
+            tp = typing.get_args(tp)[0]
+        elif dataclasses.is_dataclass(tp) and part in {f.name for f in dataclasses.fields(tp)}:
+            tp = typing.get_type_hints(tp)[part]
+        else:
+            return False
+    return True
+
+
+def _strip_optional(tp: Any) -> Any:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1 else tp
+
+
 def apply_overrides(composed: ComposedConfig, overrides: Iterable[str]) -> None:
     for text in overrides:
         key, value = parse_override(text)
-        create = key.startswith("+")
+        create = key.startswith("+") or schema_has_path(key)
         key = key.lstrip("+")
         set_path(composed.data, key, value, create=create)
         _record(composed.origin, value, key, CLI)

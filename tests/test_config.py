@@ -54,6 +54,13 @@ def test_whole_string_reference_keeps_type(tmp_path):
     assert raw["train"]["val_every"] == raw["train"]["log_every"] and isinstance(raw["train"]["val_every"], int)
 
 
+def test_override_may_set_a_schema_field_the_yaml_leaves_out():
+    cfg = load_experiment(EXPERIMENTS / "sweep_curriculum.yaml", ["sweep.grace_period=10", "train.audio_examples=0"])
+    assert cfg.sweep.grace_period == 10 and cfg.train.audio_examples == 0
+    err = error_of(BASE, ["train.audio_exampels=0"])  # a typo is still an error, not a new key
+    assert err.field_path == "train.audio_exampels"
+
+
 def test_plus_override_adds_a_key(tmp_path):
     raw, _ = load_raw(BASE, ["+sweep.metric=val/recon"])
     assert raw["sweep"] == {"metric": "val/recon"}
