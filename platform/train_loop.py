@@ -239,7 +239,7 @@ class WorkerTrainer:
         self.gen_sched.step()
 
         if phase.train_discriminator and self.step % cfg.optim.disc_every == 0:
-            # The generator's adversarial term also put gradients on the discriminator: drop them first.
+            # Discriminator steps start from clean gradients: its parameters are a separate optimizer's.
             self.disc_opt.zero_grad(set_to_none=True)
             for i, (audio, labels) in enumerate(micro):
                 sync = contextlib.nullcontext() if (i == self.accum - 1 or not ddp) else self.step_module.no_sync()
