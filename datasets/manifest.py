@@ -1,4 +1,6 @@
-"""An instrument folder's manifest.json: atomic write, read from local paths or URLs, and a summary.
+"""An instrument folder's manifest.json: atomic write, read from local paths or URLs, a summary, and
+sequential reading of the segments of a split (for statistics, prototypes and the paired test set;
+training streams through datasets/streaming.py instead).
 
 The manifest is the only thing readers trust: a shard not listed in it is invisible, so ingest writes
 the manifest last (temp name, then os.replace) and withdraws it before changing a listed shard.
@@ -9,8 +11,10 @@ the file name is appended to the command), `http(s)://` and any fsspec object st
 from __future__ import annotations
 
 import json
+import tarfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 from urllib.parse import urlparse
 from urllib.request import url2pathname, urlopen
 
@@ -97,6 +101,41 @@ def shard_urls(location: str | Path, manifest: dict[str, Any], split: str) -> li
             f"'{split}' shards (splits present: {', '.join(present) or 'none'}). Give it more recordings "
             "(splits are made by recording) or set split fractions so this split gets at least one.")
     return [join_location(location, name) for name in shards]
+
+
+class Segment(NamedTuple):
+    url: str  # the shard it came from, for error messages
+    key: str
+    record: dict[str, Any]  # the segment's JSON (instrument, recording_id, offset_seconds, ...)
+    flac: bytes
+
+
+def iter_segments(location: str | Path, split: str, manifest: dict[str, Any] | None = None) -> Iterator[Segment]:
+    """Every segment of a split, streamed shard by shard in manifest order.
+
+    A segment's members are adjacent in the tar (the writer guarantees it), so at most one segment is
+    held in memory; a damaged shard, or a segment missing its .flac or .json, is a DataError naming it.
+    """
+    manifest = manifest if manifest is not None else read_manifest(location)
+    for url in shard_urls(location, manifest, split):
+        pending: dict[str, dict[str, bytes]] = {}
+        try:
+            with open_url(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    key, _, ext = member.name.partition(".")
+                    data = tar.extractfile(member)
+                    pending.setdefault(key, {})[ext] = data.read() if data is not None else b""
+                    if {"flac", "json"} <= pending[key].keys():
+                        parts = pending.pop(key)
+                        yield Segment(url, key, json.loads(parts["json"]), parts["flac"])
+        except (OSError, EOFError, tarfile.TarError) as exc:
+            raise DataError(f"{url}: cannot read this shard ({exc}); re-create it with `audiostyle data add` "
+                            "(or `data demo`)") from exc
+        for key, parts in pending.items():
+            raise DataError(f"{url}: segment {key!r} has only its {', '.join(sorted(parts))} member; the shard is "
+                            "damaged, re-create it with `audiostyle data add` (or `data demo`)")
 
 
 def summary_lines(manifest: dict[str, Any]) -> list[str]:

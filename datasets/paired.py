@@ -10,9 +10,7 @@ with the notes.
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from audiostyle.datasets.audio_io import decode_bytes
-from audiostyle.datasets.manifest import MANIFEST_NAME, open_url, read_manifest, shard_urls
+from audiostyle.datasets.manifest import MANIFEST_NAME, iter_segments, read_manifest
 from audiostyle.platform.errors import DataError
 
 NOTES_DIR = "notes"
@@ -47,27 +45,6 @@ def piece_id_of(recording_id: str) -> str:
     return recording_id.split(HELDOUT_SEPARATOR, 1)[0]
 
 
-def _read_segments(url: str) -> list[tuple[dict, bytes]]:
-    """(JSON record, FLAC bytes) of every segment in one shard (members of a segment are adjacent)."""
-    pending: dict[str, dict[str, bytes]] = defaultdict(dict)
-    try:
-        with open_url(url) as raw, tarfile.open(fileobj=io.BytesIO(raw.read()), mode="r:") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                key, _, ext = member.name.partition(".")
-                data = tar.extractfile(member)
-                pending[key][ext] = data.read() if data is not None else b""
-    except (OSError, tarfile.TarError) as exc:
-        raise DataError(f"{url}: cannot read this shard ({exc}); re-run `audiostyle data demo` or `data add`") from exc
-    segments = []
-    for key, parts in pending.items():
-        if "json" not in parts or "flac" not in parts:
-            raise DataError(f"{url}: segment {key!r} lacks its .json or .flac member; the shard is damaged, re-create it")
-        segments.append((json.loads(parts["json"]), parts["flac"]))
-    return segments
-
-
 def _assemble(segments: list[tuple[dict, bytes]], sample_rate: int, where: str) -> np.ndarray:
     placed = []
     for record, flac in sorted(segments, key=lambda s: float(s[0]["offset_seconds"])):
@@ -88,9 +65,8 @@ def load_instrument_split(instrument_dir: str | Path, split: str = "test") -> tu
     manifest = read_manifest(instrument_dir)
     sample_rate = int(manifest["sample_rate"])
     by_recording: dict[str, list[tuple[dict, bytes]]] = defaultdict(list)
-    for url in shard_urls(instrument_dir, manifest, split):
-        for record, flac in _read_segments(url):
-            by_recording[str(record["recording_id"])].append((record, flac))
+    for segment in iter_segments(instrument_dir, split, manifest):
+        by_recording[str(segment.record["recording_id"])].append((segment.record, segment.flac))
     where = f"{instrument_dir}/{MANIFEST_NAME}"
     return {rid: _assemble(segs, sample_rate, where) for rid, segs in by_recording.items()}, sample_rate
 

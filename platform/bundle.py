@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,25 +56,15 @@ def iter_split_audio(location: str | Path, split: str, *, max_seconds: float | N
                      ) -> Iterator[tuple[str, np.ndarray, int, dict]]:
     """(key, mono audio, sample rate, segment JSON) for each segment of one instrument's split."""
     from audiostyle.datasets.audio_io import decode_bytes
-    from audiostyle.datasets.manifest import open_url, read_manifest, shard_urls
+    from audiostyle.datasets.manifest import iter_segments
 
-    manifest = read_manifest(location)
     seconds = 0.0
-    for url in shard_urls(location, manifest, split):
-        pending: dict[str, dict[str, bytes]] = {}
-        with open_url(url) as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                key, _, ext = member.name.partition(".")
-                pending.setdefault(key, {})[ext] = tar.extractfile(member).read()
-                if {"flac", "json"} <= pending[key].keys():
-                    parts = pending.pop(key)
-                    audio, sr = decode_bytes(parts["flac"], name=f"{url}:{key}.flac")
-                    yield key, audio, sr, json.loads(parts["json"])
-                    seconds += len(audio) / sr
-                    if max_seconds is not None and seconds >= max_seconds:
-                        return
+    for segment in iter_segments(location, split):
+        audio, sr = decode_bytes(segment.flac, name=f"{segment.url}:{segment.key}.flac")
+        yield segment.key, audio, sr, segment.record
+        seconds += len(audio) / sr
+        if max_seconds is not None and seconds >= max_seconds:
+            return
 
 
 def _training_crops(location: str, crop: int, sample_rate: int, max_seconds: float) -> Iterator[np.ndarray]:

@@ -20,9 +20,8 @@ import argparse
 import logging
 import math
 import sys
-import tarfile
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 from audiostyle.datasets.audio_io import decode_bytes
-from audiostyle.datasets.manifest import is_url, open_url, read_manifest, shard_urls
+from audiostyle.datasets.manifest import is_url, iter_segments, read_manifest
 from audiostyle.platform.atomic_files import atomic_write, copy_atomic
 from audiostyle.platform.errors import DataError
 
@@ -141,20 +140,6 @@ def check_settings(stats: FeatureStats, expected: dict[str, Any], *, source: str
 
 
 # ---------------------------------------------------------------------------------------------- compute
-def _segments(instrument_dir: str | Path, split: str) -> Iterator[tuple[str, bytes]]:
-    """(shard/key, FLAC bytes) of every segment of a split, streamed from the tars in manifest order."""
-    manifest = read_manifest(instrument_dir)
-    for url in shard_urls(instrument_dir, manifest, split):
-        try:
-            with open_url(url) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
-                for member in tar:
-                    if member.isfile() and member.name.endswith(".flac"):
-                        fh = tar.extractfile(member)
-                        yield f"{url}:{member.name}", fh.read() if fh else b""
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise DataError(f"{url}: cannot read shard ({exc}); re-run `audiostyle data add` to rewrite it") from exc
-
-
 def _frontend_settings(frontend: torch.nn.Module) -> dict[str, Any]:
     settings = getattr(frontend, "settings", None)
     if callable(settings):
@@ -185,10 +170,11 @@ def compute_instrument_stats(instrument_dir: str | Path, frontend: torch.nn.Modu
     seen = 0
     bar = tqdm(total=min(total or 0, max_segments or total or 0) or None, desc=f"stats {instrument_dir.name}",
                unit="seg", disable=not progress)
-    for name, data in _segments(instrument_dir, split):
+    for segment in iter_segments(instrument_dir, split):
         if max_segments is not None and seen >= max_segments:
             break
-        wave, sr = decode_bytes(data, name=name)
+        name = f"{segment.url}:{segment.key}.flac"
+        wave, sr = decode_bytes(segment.flac, name=name)
         if sr != settings["sample_rate"]:
             raise DataError(f"{name}: sample rate {sr} Hz, but the front end runs at {settings['sample_rate']} Hz; "
                             "re-ingest the instrument at data.sample_rate or change data.sample_rate")
