@@ -19,8 +19,8 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlparse
 
+from audiostyle.datasets.manifest import is_url
 from audiostyle.platform.errors import CheckpointError, did_you_mean
 
 STATE_FILE = "state.json"
@@ -52,16 +52,12 @@ class CheckpointRecord:
         return float(v)
 
 
-def is_uri(location: str | Path) -> bool:
-    return len(urlparse(str(location)).scheme) > 1  # one letter is a Windows drive, not a scheme
-
-
 def open_storage(location: str | Path):
     """(pyarrow filesystem, path inside it) for a local path or URI, as Ray's get_fs_and_path does."""
     import pyarrow.fs
 
     text = str(location)
-    if not is_uri(text):
+    if not is_url(text):
         return pyarrow.fs.LocalFileSystem(), os.path.abspath(text)
     try:
         return pyarrow.fs.FileSystem.from_uri(text)
@@ -119,7 +115,7 @@ def scan_checkpoints(storage: str | Path, *, skipped: list[str] | None = None) -
     records = []
     for path in ckpt_dirs:
         rel = os.path.relpath(path, root) if path != root else ""
-        location = _join_uri(str(storage), rel) if is_uri(storage) else path
+        location = _join_uri(str(storage), rel) if is_url(storage) else path
         state = _read_json(fs, f"{path}/{STATE_FILE}")
         if state is None or "step" not in state:
             if skipped is not None:
@@ -170,7 +166,7 @@ def best_checkpoint(storage: str | Path, metric: str = "val/recon", mode: str = 
 @contextlib.contextmanager
 def local_checkpoint(location: str | Path) -> Iterator[Path]:
     """A local folder with the checkpoint's files: the folder itself, or a temporary copy of a remote one."""
-    if not is_uri(location):
+    if not is_url(location):
         yield Path(location)
         return
     import pyarrow.fs

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from audiostyle.datasets.manifest import is_url
 from audiostyle.platform.config_schema import ExperimentConfig, ModelConfig, parse_experiment
 from audiostyle.platform.errors import ConfigError, did_you_mean
 from audiostyle.platform.registry import COMPONENT_KEY, validate_spec
@@ -252,10 +253,6 @@ def validate_components(cfg: ExperimentConfig) -> None:
         validate_spec("loss", spec, path=f"losses.{term}")
 
 
-def _is_url(location: str) -> bool:
-    return "://" in location or location.startswith(("pipe:", "file:"))
-
-
 def absolutize_paths(data: dict[str, Any], cwd: Path | None = None) -> dict[str, Any]:
     """Make local data, stats and storage paths absolute against the directory the user ran from.
 
@@ -265,7 +262,7 @@ def absolutize_paths(data: dict[str, Any], cwd: Path | None = None) -> dict[str,
     cwd = cwd or Path.cwd()
 
     def pin(value: Any) -> Any:
-        if isinstance(value, str) and value and not _is_url(value) and not Path(value).is_absolute():
+        if isinstance(value, str) and value and not is_url(value) and not Path(value).is_absolute():
             return str((cwd / Path(value).expanduser()).resolve())
         return value
 

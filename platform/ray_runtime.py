@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from audiostyle.datasets.manifest import is_url
 from audiostyle.platform.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -30,13 +31,9 @@ NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs"
 SHARED_STORAGE_ENV = "AUDIOSTYLE_SHARED_STORAGE"  # set to 1 to vouch that a local-looking path is shared
 
 
-def is_uri(path: str) -> bool:
-    return "://" in path
-
-
 def resolve_storage(path: str) -> str:
     """Object-store URIs unchanged; local paths absolute (Ray requires it and workers have other cwds)."""
-    return path if is_uri(path) else str(Path(path).expanduser().resolve())
+    return path if is_url(path) else str(Path(path).expanduser().resolve())
 
 
 def worker_env_vars(threads: int) -> dict[str, str]:
@@ -72,7 +69,7 @@ def alive_node_count() -> int:
 
 def check_shared_storage(storage_path: str, *, num_nodes: int | None = None) -> None:
     """Refuse a node-local storage path on a multi-node cluster, saying why and what to use instead."""
-    if is_uri(storage_path):
+    if is_url(storage_path):
         return
     nodes = alive_node_count() if num_nodes is None else num_nodes
     if nodes <= 1 or os.environ.get(SHARED_STORAGE_ENV) == "1":

@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from audiostyle.datasets.manifest import is_url
 from audiostyle.platform.config_schema import ExperimentConfig, to_dict
 from audiostyle.platform.curriculum import Curriculum
 from audiostyle.platform.errors import ConfigError
 from audiostyle.platform.ray_runtime import (
     check_shared_storage,
     ensure_ray,
-    is_uri,
     resolve_storage,
     worker_env_vars,
 )
@@ -41,7 +41,7 @@ def build_loop_config(cfg: ExperimentConfig, *, storage_path: str, name: str, ov
                       test_hooks: dict[str, Any] | None = None) -> dict[str, Any]:
     """What each worker receives: the resolved config as plain data, where to log, test-only hooks."""
     # TensorBoard writes ordinary files, so it lives beside the checkpoints only when storage is a folder
-    tensorboard = None if is_uri(storage_path) else str(Path(run_dir(storage_path, name)) / TENSORBOARD_DIR)
+    tensorboard = None if is_url(storage_path) else str(Path(run_dir(storage_path, name)) / TENSORBOARD_DIR)
     config = to_dict(cfg)
     # the run's actual name and storage go into the config the checkpoints record
     config["run"].update(name=name, storage_path=storage_path)
@@ -125,7 +125,7 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, workers: 
         ),
     )
     where = run_dir(storage, run_name)
-    resumed = not is_uri(storage) and any(Path(where).glob("checkpoint_manager_snapshot*.json"))
+    resumed = not is_url(storage) and any(Path(where).glob("checkpoint_manager_snapshot*.json"))
     logger.info("%s run %r: %d %s worker(s), checkpoints under %s", "resuming" if resumed else "starting",
                 run_name, num_workers, "GPU" if gpu else "CPU", where)
     result = trainer.fit()
