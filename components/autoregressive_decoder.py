@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from audiostyle.components.attention import DecoderLayer, KVCache, StyleNorm
-from audiostyle.platform.registry import register
+from audiostyle.platform.core.registry import register
 
 
 class SpectrogramDecoderBase(nn.Module):

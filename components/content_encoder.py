@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from audiostyle.components.attention import EncoderLayer
 from audiostyle.components.conv_blocks import FrameEmbedding
-from audiostyle.platform.registry import register
+from audiostyle.platform.core.registry import register
 
 
 def remove_spectral_envelope(feats: Tensor, eps: float = 0.1) -> Tensor:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiostyle.platform.errors import ConfigError
+from audiostyle.platform.core.errors import ConfigError
 
 
 class ConstantQTransform(nn.Module):

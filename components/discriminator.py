@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from audiostyle.platform.registry import register
+from audiostyle.platform.core.registry import register
 
 
 @register("discriminator", "mlp_discriminator")

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from audiostyle.components.cqt import ConstantQTransform
-from audiostyle.platform.errors import DataError
-from audiostyle.platform.registry import register
+from audiostyle.platform.core.errors import DataError
+from audiostyle.platform.core.registry import register
 
 
 @register("frontend", "stft_cqt")

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiostyle.platform.registry import register
+from audiostyle.platform.core.registry import register
 
 
 def _zero_like(x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from audiostyle.components.autoregressive_decoder import SpectrogramDecoderBase
-from audiostyle.platform.registry import register
+from audiostyle.platform.core.registry import register
 
 
 @register("decoder", "parallel_decoder")

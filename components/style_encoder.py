@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from audiostyle.components.attention import EncoderLayer
 from audiostyle.components.conv_blocks import FrameEmbedding
-from audiostyle.platform.registry import register
+from audiostyle.platform.core.registry import register
 
 
 @register("encoder", "style_transformer")

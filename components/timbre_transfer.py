@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from audiostyle.platform.config_schema import ExperimentConfig
-from audiostyle.platform.registry import build
+from audiostyle.platform.config.schema import ExperimentConfig
+from audiostyle.platform.core.registry import build
 
 logger = logging.getLogger(__name__)
 

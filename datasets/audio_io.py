@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from audiostyle.platform.errors import DataError
+from audiostyle.platform.core.errors import DataError
 
 # Extensions libsndfile 1.1+ decodes. m4a/aac/wma are absent on purpose: soundfile cannot read them.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf")

@@ -40,8 +40,8 @@ from audiostyle.datasets.soundfonts import (
     instrument_spec,
     paired_range,
 )
-from audiostyle.platform.atomic_files import atomic_write, sha256_file, write_json_atomic
-from audiostyle.platform.errors import ConfigError, DataError
+from audiostyle.platform.core.atomic_files import atomic_write, sha256_file, write_json_atomic
+from audiostyle.platform.core.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 

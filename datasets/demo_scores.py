@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiostyle.platform.atomic_files import write_json_atomic
+from audiostyle.platform.core.atomic_files import write_json_atomic
 
 CACHE_FORMAT = 1
 # Playing tempi (quarter notes per minute) before a +-15 % per-piece variation: chorales are sung slowly;

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from audiostyle.datasets import audio_io
 from audiostyle.datasets.manifest import SPLITS, withdraw_manifest, write_manifest
 from audiostyle.datasets.shard_writer import ShardSequenceWriter, remove_stale_temps
-from audiostyle.platform.errors import ConfigError, DataError
+from audiostyle.platform.core.errors import ConfigError, DataError
 
 DEFAULT_SHARD_MAX_BYTES = 256 * 1024 * 1024  # 256 MB: a few seconds to fetch, many shards per worker
 # The loader pads crops of shorter segments; under half a segment is more padding than music.

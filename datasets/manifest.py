@@ -18,8 +18,8 @@ from typing import IO, Any, NamedTuple
 from urllib.parse import urlparse
 from urllib.request import url2pathname, urlopen
 
-from audiostyle.platform.atomic_files import write_json_atomic
-from audiostyle.platform.errors import DataError
+from audiostyle.platform.core.atomic_files import write_json_atomic
+from audiostyle.platform.core.errors import DataError
 
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test", "heldout")

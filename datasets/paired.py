@@ -20,7 +20,7 @@ import numpy as np
 
 from audiostyle.datasets.audio_io import decode_bytes
 from audiostyle.datasets.manifest import MANIFEST_NAME, iter_segments, read_manifest
-from audiostyle.platform.errors import DataError
+from audiostyle.platform.core.errors import DataError
 
 NOTES_DIR = "notes"
 HELDOUT_SEPARATOR = "--"  # piece ids are [a-z0-9_] only, so this never occurs inside one

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 import webdataset as wds
 
-from audiostyle.platform.atomic_files import sha256_file
+from audiostyle.platform.core.atomic_files import sha256_file
 
 TEMP_PREFIX = ".partial-"
 # Keys become tar member names `<key>.<ext>`; WebDataset splits at the first dot, so no dots.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiostyle.platform.errors import ConfigError, DataError, did_you_mean
+from audiostyle.platform.core.errors import ConfigError, DataError, did_you_mean
 
 
 @dataclass(frozen=True)

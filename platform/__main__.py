@@ -2,6 +2,6 @@
 
 import sys
 
-from audiostyle.platform.cli import main
+from audiostyle.platform.cli.main import main
 
 sys.exit(main())

@@ -31,8 +31,8 @@ import torch
 
 from audiostyle.datasets.audio_io import decode_bytes
 from audiostyle.datasets.manifest import is_url, iter_segments, read_manifest
-from audiostyle.platform.atomic_files import atomic_write, copy_atomic
-from audiostyle.platform.errors import DataError
+from audiostyle.platform.core.atomic_files import atomic_write, copy_atomic
+from audiostyle.platform.core.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def compute_instrument_stats(instrument_dir: str | Path, frontend: torch.nn.Modu
 def compute_default_stats(instrument_dir: str | Path, *, sample_rate: int, progress: bool = False) -> Path:
     """`<instrument_dir>/stats.npz` for the default front end (`stft_cqt` at its defaults), as `data add`
     and `data demo` write them; an experiment with other front-end settings is told to recompute."""
-    from audiostyle.platform.registry import build
+    from audiostyle.platform.core.registry import build
 
     frontend = build("frontend", {"component": "stft_cqt"}, path="model.frontend", sample_rate=sample_rate)
     return compute_instrument_stats(instrument_dir, frontend, progress=progress)
@@ -206,7 +206,7 @@ def compute_default_stats(instrument_dir: str | Path, *, sample_rate: int, progr
 # ---------------------------------------------------------------------------------------------- load
 def frontend_settings_of(cfg: Any) -> dict[str, Any]:
     """The settings of the experiment's front end (built from the config, so defaults count too)."""
-    from audiostyle.platform.registry import build
+    from audiostyle.platform.core.registry import build
 
     frontend = build("frontend", cfg.model.frontend, path="model.frontend", sample_rate=cfg.data.sample_rate)
     return _frontend_settings(frontend)

@@ -50,7 +50,7 @@ TINY = (
 @pytest.fixture
 def tiny_config(demo_root, tmp_path) -> Callable[..., object]:
     """`make(*overrides)` -> a validated tiny ExperimentConfig on the demo data, runs under tmp_path."""
-    from audiostyle.platform.config_loader import load_experiment
+    from audiostyle.platform.config.loader import load_experiment
 
     def make(*overrides: str):
         return load_experiment(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiostyle.platform.checkpoint_io import (
+from audiostyle.platform.checkpoints.format import (
     REQUIRED_FILES,
     TrainingCheckpoint,
     capture_rng_state,
@@ -16,7 +16,7 @@ from audiostyle.platform.checkpoint_io import (
     restore_rng_state,
     save_checkpoint,
 )
-from audiostyle.platform.errors import CheckpointError
+from audiostyle.platform.core.errors import CheckpointError
 
 
 def make_checkpoint() -> tuple[TrainingCheckpoint, torch.nn.Module]:

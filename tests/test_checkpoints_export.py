@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiostyle.platform.errors import CheckpointError
+from audiostyle.platform.core.errors import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def trained(demo_root, tmp_path_factory):
     import torch
 
     from audiostyle.components.timbre_transfer import build_timbre_model
-    from audiostyle.platform.config_loader import load_experiment
+    from audiostyle.platform.config.loader import load_experiment
     from audiostyle.stats.normalization_stats import load_stats
 
     cfg = load_experiment(REPO / "experiments" / "quickstart.yaml", [
@@ -41,8 +41,8 @@ def trained(demo_root, tmp_path_factory):
 
 
 def write_ckpt(trained, directory: Path, step: int, metrics: dict, run: str = "run") -> Path:
-    from audiostyle.platform.checkpoint_io import TrainingCheckpoint, save_checkpoint
-    from audiostyle.platform.config_schema import to_dict
+    from audiostyle.platform.checkpoints.format import TrainingCheckpoint, save_checkpoint
+    from audiostyle.platform.config.schema import to_dict
 
     cfg, model, stats = trained
     state = {"step": step, "phase": "reconstruction" if step < 20 else "adversarial", "metrics": metrics,
@@ -68,7 +68,7 @@ def storage(trained, tmp_path_factory) -> Path:
 
 
 def test_scan_finds_runs_and_sweep_trials_and_ranks_by_any_metric(storage):
-    from audiostyle.platform.checkpoint_index import best_checkpoint, rank, scan_checkpoints
+    from audiostyle.platform.checkpoints.index import best_checkpoint, rank, scan_checkpoints
 
     skipped: list[str] = []
     records = scan_checkpoints(storage, skipped=skipped)
@@ -84,7 +84,7 @@ def test_scan_finds_runs_and_sweep_trials_and_ranks_by_any_metric(storage):
 
 
 def test_uri_storage_goes_through_pyarrow_like_ray(storage):
-    from audiostyle.platform.checkpoint_index import local_checkpoint, scan_checkpoints
+    from audiostyle.platform.checkpoints.index import local_checkpoint, scan_checkpoints
 
     uri = storage.as_uri()  # file:// is a real pyarrow URI: the object-store code path without a bucket
     records = scan_checkpoints(uri)
@@ -94,7 +94,7 @@ def test_uri_storage_goes_through_pyarrow_like_ray(storage):
 
 
 def test_cli_list_and_best(storage, capsys):
-    from audiostyle.platform.cli import main
+    from audiostyle.platform.cli.main import main
 
     assert main(["checkpoints", "list", str(storage)]) == 0
     out = capsys.readouterr().out
@@ -105,8 +105,8 @@ def test_cli_list_and_best(storage, capsys):
 
 
 def test_export_then_fresh_process_load_and_transfer_without_pickle_or_ray(storage, demo_root, tmp_path, capsys):
-    from audiostyle.platform.bundle import read_bundle_meta
-    from audiostyle.platform.cli import main
+    from audiostyle.platform.bundles.export import read_bundle_meta
+    from audiostyle.platform.cli.main import main
 
     bundle = tmp_path / "bundle"
     assert main(["checkpoints", "export", str(storage), "--out", str(bundle), "--data", str(demo_root)]) == 0
@@ -135,8 +135,8 @@ def test_export_then_fresh_process_load_and_transfer_without_pickle_or_ray(stora
             assert k.get("weights_only", True), "torch.load without weights_only"
             return real_load(*a, **k)
         torch.load = safe_only
-        from audiostyle.platform.bundle import load_bundle
-        from audiostyle.platform.transfer import Transferer, transfer_files
+        from audiostyle.platform.bundles.export import load_bundle
+        from audiostyle.platform.inference.transfer import Transferer, transfer_files
         model, cfg, meta = load_bundle({str(bundle)!r})
         assert not any(m == "ray" or m.startswith("ray.") for m in sys.modules), "loading a bundle imported Ray"
         protos = model.prototypes
@@ -152,7 +152,7 @@ def test_export_then_fresh_process_load_and_transfer_without_pickle_or_ray(stora
 
 
 def test_export_without_training_data_falls_back_to_checkpoint_prototypes(storage, tmp_path):
-    from audiostyle.platform.bundle import export_bundle, read_bundle_meta
+    from audiostyle.platform.bundles.export import export_bundle, read_bundle_meta
 
     ckpt = storage / "run_a" / "step_00000020"
     bundle = export_bundle(ckpt, tmp_path / "b", data_root=tmp_path / "no_data_here")
@@ -166,8 +166,8 @@ def test_export_without_training_data_falls_back_to_checkpoint_prototypes(storag
 def test_truncated_or_corrupt_bundle_is_named_and_transfer_writes_nothing(storage, tmp_path, capsys):
     import shutil
 
-    from audiostyle.platform.bundle import export_bundle, load_bundle
-    from audiostyle.platform.cli import main
+    from audiostyle.platform.bundles.export import export_bundle, load_bundle
+    from audiostyle.platform.cli.main import main
 
     good = export_bundle(storage / "run_a" / "step_00000010", tmp_path / "good", data_root=tmp_path / "none")
     truncated = shutil.copytree(good, tmp_path / "truncated")

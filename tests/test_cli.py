@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from audiostyle.platform.cli import COMMAND_MODULES, build_parser, main
+from audiostyle.platform.cli.main import COMMAND_MODULES, build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = ["quickstart", "data", "train", "sweep", "checkpoints", "transfer", "evaluate", "validate",
@@ -67,7 +67,7 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
 
 
 def test_overrides_may_follow_options():
-    from audiostyle.platform.cli import parse
+    from audiostyle.platform.cli.main import parse
 
     args = parse(build_parser(), ["train", "x.yaml", "seed=1", "--workers", "2", "train.max_steps=5"])
     assert args.overrides == ["seed=1", "train.max_steps=5"] and args.workers == 2

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from audiostyle.platform.config_loader import load_experiment, load_raw
-from audiostyle.platform.errors import ConfigError
+from audiostyle.platform.config.loader import load_experiment, load_raw
+from audiostyle.platform.core.errors import ConfigError
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 BASE = EXPERIMENTS / "piano_violin.yaml"

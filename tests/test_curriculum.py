@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from audiostyle.platform.config_loader import load_raw
-from audiostyle.platform.config_schema import PhaseConfig, parse_experiment
-from audiostyle.platform.curriculum import Curriculum
-from audiostyle.platform.errors import ConfigError
-from audiostyle.platform.lr_schedule import MIN_LR_RATIO, lr_factor, make_scheduler
+from audiostyle.platform.config.loader import load_raw
+from audiostyle.platform.config.schema import PhaseConfig, parse_experiment
+from audiostyle.platform.core.errors import ConfigError
+from audiostyle.platform.training.curriculum import Curriculum
+from audiostyle.platform.training.lr_schedule import MIN_LR_RATIO, lr_factor, make_scheduler
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 

@@ -15,8 +15,8 @@ import soundfile as sf
 from audiostyle.datasets import audio_io, shard_writer
 from audiostyle.datasets.ingest import add_instrument
 from audiostyle.datasets.manifest import read_manifest
-from audiostyle.platform.atomic_files import sha256_file
-from audiostyle.platform.errors import DataError
+from audiostyle.platform.core.atomic_files import sha256_file
+from audiostyle.platform.core.errors import DataError
 
 SR_IN = 16000
 SR = 8000  # a low dataset rate keeps the tests fast; resampling 16k -> 8k is still exercised

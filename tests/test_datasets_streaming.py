@@ -11,9 +11,9 @@ import torch
 
 from audiostyle.datasets.ingest import add_instrument
 from audiostyle.datasets.streaming import instrument_quotas, make_loader
-from audiostyle.platform.config_loader import load_raw
-from audiostyle.platform.config_schema import parse_experiment
-from audiostyle.platform.errors import ConfigError, DataError
+from audiostyle.platform.config.loader import load_raw
+from audiostyle.platform.config.schema import parse_experiment
+from audiostyle.platform.core.errors import ConfigError, DataError
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 SR = 8000

@@ -21,7 +21,7 @@ from audiostyle.datasets.soundfonts import (
     paired_range,
     timgm_path,
 )
-from audiostyle.platform.errors import ConfigError
+from audiostyle.platform.core.errors import ConfigError
 
 SR = 22050
 

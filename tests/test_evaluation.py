@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audiostyle.platform import evaluation_metrics as em
+from audiostyle.platform.evaluation import metrics as em
 
 
 def test_onset_f1_matches_within_tolerance_only():
@@ -48,7 +48,7 @@ def paired(demo_root):
 
 
 def test_baselines_order_identity_perfect_wrong_notes_low(paired):
-    from audiostyle.platform.evaluation import wrong_notes
+    from audiostyle.platform.evaluation.evaluate import wrong_notes
 
     sr = paired[0].sample_rate
     audio = [it.audio for it in paired]
@@ -70,7 +70,7 @@ def test_baselines_order_identity_perfect_wrong_notes_low(paired):
 
 
 def test_timbre_classifier_tells_instruments_apart_on_unseen_pieces(demo_root, paired):
-    from audiostyle.platform.evaluation import train_timbre_classifier
+    from audiostyle.platform.evaluation.evaluate import train_timbre_classifier
 
     sr = paired[0].sample_rate
     clf, info = train_timbre_classifier(demo_root, ["piano", "violin"], sr, max_seconds=60)
@@ -84,9 +84,9 @@ def _export_tiny_bundle(cfg, storage: Path, out: Path, data_root: Path) -> Path:
     import torch
 
     from audiostyle.components.timbre_transfer import build_timbre_model
-    from audiostyle.platform.bundle import export_bundle
-    from audiostyle.platform.checkpoint_io import TrainingCheckpoint, save_checkpoint
-    from audiostyle.platform.config_schema import to_dict
+    from audiostyle.platform.bundles.export import export_bundle
+    from audiostyle.platform.checkpoints.format import TrainingCheckpoint, save_checkpoint
+    from audiostyle.platform.config.schema import to_dict
     from audiostyle.stats.normalization_stats import load_stats
 
     torch.manual_seed(0)
@@ -104,7 +104,7 @@ def _chromium() -> str | None:
 
 
 def test_evaluate_writes_results_and_a_report_chromium_renders(tiny_config, demo_root, tmp_path):
-    from audiostyle.platform.evaluation import evaluate
+    from audiostyle.platform.evaluation.evaluate import evaluate
 
     cfg = tiny_config()
     bundle = _export_tiny_bundle(cfg, tmp_path / "runs", tmp_path / "bundle", demo_root)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from audiostyle.platform.config_loader import load_experiment
+from audiostyle.platform.config.loader import load_experiment
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 FILES = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if "base" not in p.relative_to(EXPERIMENTS).parts[:-1])
@@ -26,7 +26,7 @@ def test_experiment_validates(path):
 def test_validation_does_not_import_ray_or_build(tmp_path):
     import subprocess
 
-    code = ("import sys; from audiostyle.platform.config_loader import load_experiment;"
+    code = ("import sys; from audiostyle.platform.config.loader import load_experiment;"
             f"load_experiment({str(EXPERIMENTS / 'piano_violin.yaml')!r});"
             "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

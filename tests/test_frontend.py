@@ -9,8 +9,8 @@ import torch
 
 from audiostyle.components.cqt import ConstantQTransform, librosa_cqt_reference, relative_error
 from audiostyle.components.frontend import StftCqtFrontend
-from audiostyle.platform.errors import ConfigError, DataError
-from audiostyle.platform.registry import build
+from audiostyle.platform.core.errors import ConfigError, DataError
+from audiostyle.platform.core.registry import build
 
 SR = 22050
 # Stated parity bound against librosa.cqt (defaults): relative Frobenius error of the complex CQT below 3%,

@@ -16,7 +16,7 @@ from audiostyle.components.losses import (
     SupervisedInfoNCE,
     grad_reverse,
 )
-from audiostyle.platform.registry import build
+from audiostyle.platform.core.registry import build
 
 
 def _np_magnitude(wave: np.ndarray, n_fft: int, eps: float) -> np.ndarray:

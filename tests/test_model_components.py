@@ -11,7 +11,7 @@ from audiostyle.components.content_encoder import ContentTransformer
 from audiostyle.components.discriminator import MLPDiscriminator
 from audiostyle.components.parallel_decoder import ParallelDecoder
 from audiostyle.components.style_encoder import StyleTransformer
-from audiostyle.platform.registry import build
+from audiostyle.platform.core.registry import build
 
 IN_BINS, OUT_BINS = 61, 33  # small stand-ins for 597 / 513
 SMALL = {"num_layers": 1, "num_heads": 2, "dropout": 0.0}

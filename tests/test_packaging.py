@@ -50,7 +50,7 @@ def test_stdlib_platform_still_works_from_repo_root():
 
 
 def test_audiostyle_imports_from_another_directory(tmp_path):
-    code = ("import audiostyle.platform.registry, audiostyle.platform.cli, importlib.metadata as m;"
+    code = ("import audiostyle.platform.core.registry, audiostyle.platform.cli.main, importlib.metadata as m;"
             "print(m.version('audiostyle'))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.strip()

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from audiostyle.datasets.paired import load_paired_test, piece_id_of
-from audiostyle.platform.errors import DataError
+from audiostyle.platform.core.errors import DataError
 
 INSTRUMENTS = ["piano", "violin", "cello"]
 

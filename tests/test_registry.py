@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from audiostyle.platform import registry as reg
-from audiostyle.platform.errors import ConfigError
+from audiostyle.platform.core import registry as reg
+from audiostyle.platform.core.errors import ConfigError
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ py-modules = ["audiostyle_plugin_example"]
 
 PLUGIN_MODULE = '''
 """A third-party discriminator registered through the audiostyle.components entry point."""
-from audiostyle.platform.registry import register
+from audiostyle.platform.core.registry import register
 
 @register("discriminator", "plugin_linear")
 class PluginLinear:

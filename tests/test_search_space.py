@@ -12,12 +12,12 @@ import optuna
 import pytest
 import yaml
 
-from audiostyle.platform.config_loader import config_from_dict, load_experiment, load_raw
-from audiostyle.platform.curriculum import Curriculum
-from audiostyle.platform.errors import ConfigError
-from audiostyle.platform.search_space import SearchSpace
-from audiostyle.platform.sweep import asha_grace_period, open_study, optuna_params, prepare_resume
-from audiostyle.platform.sweep_report import write_report
+from audiostyle.platform.config.loader import config_from_dict, load_experiment, load_raw
+from audiostyle.platform.core.errors import ConfigError
+from audiostyle.platform.sweeps.driver import asha_grace_period, open_study, optuna_params, prepare_resume
+from audiostyle.platform.sweeps.report import write_report
+from audiostyle.platform.sweeps.space import SearchSpace
+from audiostyle.platform.training.curriculum import Curriculum
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 optuna.logging.set_verbosity(optuna.logging.WARNING)

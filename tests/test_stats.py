@@ -14,8 +14,8 @@ import torch
 import webdataset as wds
 
 from audiostyle.components.frontend import StftCqtFrontend
-from audiostyle.platform.config_schema import InstrumentConfig
-from audiostyle.platform.errors import DataError
+from audiostyle.platform.config.schema import InstrumentConfig
+from audiostyle.platform.core.errors import DataError
 from audiostyle.stats.normalization_stats import (
     DEMO_STATS_DIR,
     FeatureStats,

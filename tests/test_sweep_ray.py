@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from audiostyle.platform.config_loader import config_from_dict, load_experiment
-from audiostyle.platform.config_schema import to_dict
+from audiostyle.platform.config.loader import config_from_dict, load_experiment
+from audiostyle.platform.config.schema import to_dict
 
 pytestmark = pytest.mark.ray
 
@@ -26,7 +26,7 @@ GOOD_LR, BAD_LR = 3.0e-3, 1.0e-9  # a learning rate that learns in 2 steps, and 
 def ray_local():
     import ray
 
-    from audiostyle.platform.ray_runtime import worker_env_vars
+    from audiostyle.platform.training.ray_runtime import worker_env_vars
 
     # 4 logical CPUs on 2 cores: 2 trials' Train workers plus start-up headroom. Worker start-up gets
     # longer than Ray's 60 s default when the machine is busy (several Ray processes start per trial).
@@ -46,8 +46,8 @@ def sweep_config(tiny_config, **sweep):
 
 
 def test_asha_stops_weak_trials_and_best_yaml_trains(ray_local, tiny_config, tmp_path):
-    from audiostyle.platform.sweep import run_sweep
-    from audiostyle.platform.trainer import run_training
+    from audiostyle.platform.sweeps.driver import run_sweep
+    from audiostyle.platform.training.driver import run_training
 
     cfg, raw = sweep_config(tiny_config, grace_period=2)
     # Two learning trials first, then two that cannot learn. A non-learning trial starts only once a
@@ -80,8 +80,8 @@ def test_asha_stops_weak_trials_and_best_yaml_trains(ray_local, tiny_config, tmp
 
 
 def test_resume_runs_only_the_missing_trials(ray_local, tiny_config, tmp_path):
-    from audiostyle.platform.errors import ConfigError
-    from audiostyle.platform.sweep import open_study, run_sweep
+    from audiostyle.platform.core.errors import ConfigError
+    from audiostyle.platform.sweeps.driver import open_study, run_sweep
 
     cfg, raw = sweep_config(tiny_config, num_trials=2, space={
         "optim.lr": {"float": [1.0e-4, 1.0e-2], "log": True},

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from audiostyle.components.timbre_transfer import ROLES, build_timbre_model
-from audiostyle.platform.config_loader import config_from_dict, load_experiment
-from audiostyle.platform.config_schema import to_dict
+from audiostyle.platform.config.loader import config_from_dict, load_experiment
+from audiostyle.platform.config.schema import to_dict
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 SR = 22050

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from audiostyle.platform.errors import ConfigError
+from audiostyle.platform.core.errors import ConfigError
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -22,7 +22,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 def ray_local():
     import ray
 
-    from audiostyle.platform.ray_runtime import worker_env_vars
+    from audiostyle.platform.training.ray_runtime import worker_env_vars
 
     ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1",
              runtime_env={"env_vars": worker_env_vars(1)})
@@ -31,7 +31,7 @@ def ray_local():
 
 
 def train(cfg, storage: Path, name: str, **kwargs):
-    from audiostyle.platform.trainer import run_training
+    from audiostyle.platform.training.driver import run_training
 
     return run_training(cfg, storage_path=str(storage), name=name, **kwargs)
 
@@ -109,7 +109,7 @@ def test_two_workers_step_together_with_identical_parameters(ray_local, tiny_con
 
 @pytest.mark.ray
 def test_cli_rerun_resumes_and_training_lowers_val_recon(ray_local, demo_root, tmp_path, capsys):
-    from audiostyle.platform.cli import main
+    from audiostyle.platform.cli.main import main
 
     args = ["train", str(EXPERIMENTS / "quickstart.yaml"), f"data.root={demo_root}", "data.segment_seconds=1.0",
             "data.batch_size=2", "data.steps_per_epoch=3", "data.val_batches=2", "model.style_encoder.dim=32",
@@ -134,7 +134,7 @@ def test_cli_rerun_resumes_and_training_lowers_val_recon(ray_local, demo_root, t
 
 
 def test_cli_help_explains_resume_and_cluster(capsys):
-    from audiostyle.platform.cli import main
+    from audiostyle.platform.cli.main import main
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
@@ -144,7 +144,7 @@ def test_cli_help_explains_resume_and_cluster(capsys):
 
 
 def test_local_storage_refused_on_multi_node_cluster(tmp_path, monkeypatch):
-    from audiostyle.platform.ray_runtime import SHARED_STORAGE_ENV, check_shared_storage
+    from audiostyle.platform.training.ray_runtime import SHARED_STORAGE_ENV, check_shared_storage
 
     monkeypatch.delenv(SHARED_STORAGE_ENV, raising=False)
     with pytest.raises(ConfigError, match=r"(?s)run\.storage_path.*3 nodes.*s3://") as err:
@@ -157,11 +157,11 @@ def test_local_storage_refused_on_multi_node_cluster(tmp_path, monkeypatch):
 
 
 def test_cluster_package_is_a_wheel_without_a_top_level_platform(tmp_path):
-    from audiostyle.platform.ray_runtime import build_wheel
+    from audiostyle.platform.training.ray_runtime import build_wheel
 
     wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
-    assert "audiostyle/platform/train_loop.py" in names and "audiostyle/components/catalog.py" in names
+    assert "audiostyle/platform/training/worker.py" in names and "audiostyle/components/catalog.py" in names
     assert not [n for n in names if n.startswith("platform/")]
     # the committed demo statistics travel in the wheel; `audiostyle` stays a namespace with no __init__
     assert {f"audiostyle/stats/demo/{i}.npz" for i in ("piano", "violin", "cello")} <= set(names)
@@ -173,7 +173,7 @@ def test_tensorboard_gets_scalars_audio_and_spectrograms_per_instrument(tiny_con
 
     from audiostyle.components.timbre_transfer import build_timbre_model
     from audiostyle.datasets.streaming import make_loader
-    from audiostyle.platform.train_logging import TrainingLogger
+    from audiostyle.platform.training.progress_log import TrainingLogger
 
     cfg = tiny_config()
     model = build_timbre_model(cfg)
@@ -198,7 +198,7 @@ def test_tensorboard_gets_scalars_audio_and_spectrograms_per_instrument(tiny_con
 
 
 def test_tensorboard_disabled_off_rank_zero(tmp_path):
-    from audiostyle.platform.train_logging import TrainingLogger
+    from audiostyle.platform.training.progress_log import TrainingLogger
 
     log = TrainingLogger(tmp_path / "tb", enabled=False, run_name="t", sample_rate=22050, instruments=["a", "b"])
     log.scalars(1, {"x": 1.0})

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiostyle.platform.errors import DataError
-from audiostyle.platform.transfer import Transferer, overlap_add, transfer_files
+from audiostyle.platform.core.errors import DataError
+from audiostyle.platform.inference.transfer import Transferer, overlap_add, transfer_files
 
 SR = 22050
 
@@ -67,10 +67,10 @@ def bundle(demo_root, tmp_path_factory):
     import torch
 
     from audiostyle.components.timbre_transfer import build_timbre_model
-    from audiostyle.platform.bundle import export_bundle
-    from audiostyle.platform.checkpoint_io import TrainingCheckpoint, save_checkpoint
-    from audiostyle.platform.config_loader import load_experiment
-    from audiostyle.platform.config_schema import to_dict
+    from audiostyle.platform.bundles.export import export_bundle
+    from audiostyle.platform.checkpoints.format import TrainingCheckpoint, save_checkpoint
+    from audiostyle.platform.config.loader import load_experiment
+    from audiostyle.platform.config.schema import to_dict
     from audiostyle.stats.normalization_stats import load_stats
 
     tmp = tmp_path_factory.mktemp("transfer")
@@ -152,7 +152,7 @@ def test_bad_inputs_name_the_file_and_write_nothing(bundle, tmp_path):
 
 
 def test_cli_transfer_reports_errors_without_traceback(bundle, tmp_path, capsys):
-    from audiostyle.platform.cli import main
+    from audiostyle.platform.cli.main import main
 
     silent = tmp_path / "quiet.wav"
     sf.write(silent, np.zeros(SR), SR)

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import yaml
 
-from audiostyle.platform.atomic_files import sha256_file
-from audiostyle.platform.errors import AudiostyleError, CheckpointError
+from audiostyle.platform.core.atomic_files import sha256_file
+from audiostyle.platform.core.errors import AudiostyleError, CheckpointError
 
 FORMAT_VERSION = 1
 MODEL_FILE, CONFIG_FILE, STATS_FILE, META_FILE = "model.safetensors", "config.yaml", "stats.npz", "bundle.json"
@@ -127,9 +127,9 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, data_root: str | P
     """Write the bundle of a checkpoint folder (local path or URI) to `out`; returns `out`."""
     from safetensors.torch import save_file
 
-    from audiostyle.platform.checkpoint_index import local_checkpoint
-    from audiostyle.platform.checkpoint_io import load_checkpoint
-    from audiostyle.platform.config_loader import config_from_dict
+    from audiostyle.platform.checkpoints.format import load_checkpoint
+    from audiostyle.platform.checkpoints.index import local_checkpoint
+    from audiostyle.platform.config.loader import config_from_dict
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -220,7 +220,7 @@ def load_bundle(path: str | Path, *, map_location: str = "cpu") -> tuple[torch.n
     """(TimbreTransferModel in eval mode, ExperimentConfig, bundle.json) - no Ray, no data, no pickle."""
     from safetensors.torch import load
 
-    from audiostyle.platform.config_loader import config_from_dict
+    from audiostyle.platform.config.loader import config_from_dict
 
     root = Path(path)
     meta = read_bundle_meta(root)

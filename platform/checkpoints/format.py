@@ -27,8 +27,8 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from audiostyle.platform.atomic_files import atomic_write, sha256_file
-from audiostyle.platform.errors import CheckpointError
+from audiostyle.platform.core.atomic_files import atomic_write, sha256_file
+from audiostyle.platform.core.errors import CheckpointError
 
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optim.pt"

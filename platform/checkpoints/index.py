@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from audiostyle.datasets.manifest import is_url
-from audiostyle.platform.errors import CheckpointError, did_you_mean
+from audiostyle.platform.core.errors import CheckpointError, did_you_mean
 
 STATE_FILE = "state.json"
 MODEL_FILE = "model.safetensors"

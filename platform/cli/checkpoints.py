@@ -41,8 +41,8 @@ def default_mode(metric: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from audiostyle.platform.checkpoint_index import format_table, rank, scan_checkpoints
-    from audiostyle.platform.errors import CheckpointError
+    from audiostyle.platform.checkpoints.index import format_table, rank, scan_checkpoints
+    from audiostyle.platform.core.errors import CheckpointError
 
     mode = args.mode or default_mode(args.metric)
     if args.action == "export" and args.checkpoint:
@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _export(location: str, args: argparse.Namespace, metrics: dict | None) -> int:
-    from audiostyle.platform.bundle import bundle_summary, export_bundle, read_bundle_meta
-    from audiostyle.platform.errors import CheckpointError
+    from audiostyle.platform.bundles.export import bundle_summary, export_bundle, read_bundle_meta
+    from audiostyle.platform.core.errors import CheckpointError
 
     if not args.out:
         raise CheckpointError("export needs --out DIR (the bundle folder to create)")

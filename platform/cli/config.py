@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _experiment_files(paths: list[str]) -> list[str]:
     from pathlib import Path
 
-    from audiostyle.platform.errors import ConfigError
+    from audiostyle.platform.core.errors import ConfigError
 
     files: list[str] = []
     for raw in paths:
@@ -51,8 +51,8 @@ def _experiment_files(paths: list[str]) -> list[str]:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from audiostyle.platform.config_loader import load_experiment
-    from audiostyle.platform.errors import ConfigError
+    from audiostyle.platform.config.loader import load_experiment
+    from audiostyle.platform.core.errors import ConfigError
 
     bad = 0
     for f in _experiment_files(args.paths):
@@ -70,8 +70,8 @@ def run_validate(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     import yaml
 
-    from audiostyle.platform.config_loader import load_experiment
-    from audiostyle.platform.config_schema import to_dict
+    from audiostyle.platform.config.loader import load_experiment
+    from audiostyle.platform.config.schema import to_dict
 
     cfg = load_experiment(args.path, args.overrides)
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False, width=110), end="")
@@ -79,7 +79,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_components(args: argparse.Namespace) -> int:
-    from audiostyle.platform.registry import REGISTRIES, describe
+    from audiostyle.platform.core.registry import REGISTRIES, describe
 
     kinds = [args.kind] if args.kind else list(REGISTRIES)
     for kind in kinds:

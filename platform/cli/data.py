@@ -83,7 +83,7 @@ def run_add(args: argparse.Namespace) -> int:
 
     from audiostyle.datasets.ingest import add_instrument
     from audiostyle.datasets.manifest import summary_lines
-    from audiostyle.platform.errors import ConfigError
+    from audiostyle.platform.core.errors import ConfigError
     from audiostyle.stats.normalization_stats import compute_default_stats
 
     try:

@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from audiostyle.platform.evaluation import evaluate
+    from audiostyle.platform.evaluation.evaluate import evaluate
 
     results = evaluate(args.bundle, args.data, out_dir=args.out, instruments=args.instruments,
                        max_pieces=args.max_pieces, device=args.device, f0_method=args.f0)

@@ -13,18 +13,18 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from audiostyle.platform.errors import AudiostyleError
+from audiostyle.platform.core.errors import AudiostyleError
 
 # Order is the order of `audiostyle --help`: the four user jobs first, then the config tools.
 COMMAND_MODULES = (
-    "cmd_quickstart",
-    "cmd_data",
-    "cmd_train",
-    "cmd_sweep",
-    "cmd_checkpoints",
-    "cmd_transfer",
-    "cmd_evaluate",
-    "cmd_config",
+    "quickstart",
+    "data",
+    "train",
+    "sweep",
+    "checkpoints",
+    "transfer",
+    "evaluate",
+    "config",
 )
 
 
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        importlib.import_module(f"audiostyle.platform.{name}").add_parser(sub)
+        importlib.import_module(f"audiostyle.platform.cli.{name}").add_parser(sub)
     return parser
 
 

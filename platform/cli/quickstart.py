@@ -43,12 +43,12 @@ def run(args: argparse.Namespace) -> int:
 
     from audiostyle.datasets.demo_render import render_demo
     from audiostyle.datasets.paired import load_paired_test
-    from audiostyle.platform.bundle import export_bundle
-    from audiostyle.platform.checkpoint_index import best_checkpoint
-    from audiostyle.platform.config_loader import load_experiment
-    from audiostyle.platform.errors import ConfigError
-    from audiostyle.platform.trainer import run_training
-    from audiostyle.platform.transfer import transfer_files
+    from audiostyle.platform.bundles.export import export_bundle
+    from audiostyle.platform.checkpoints.index import best_checkpoint
+    from audiostyle.platform.config.loader import load_experiment
+    from audiostyle.platform.core.errors import ConfigError
+    from audiostyle.platform.inference.transfer import transfer_files
+    from audiostyle.platform.training.driver import run_training
 
     if not Path(args.experiment).is_file():
         raise ConfigError(f"file not found: {args.experiment}",

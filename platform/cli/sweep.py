@@ -57,9 +57,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from audiostyle.platform.config_loader import config_from_dict, load_raw
-    from audiostyle.platform.errors import ConfigError
-    from audiostyle.platform.sweep import run_sweep
+    from audiostyle.platform.config.loader import config_from_dict, load_raw
+    from audiostyle.platform.core.errors import ConfigError
+    from audiostyle.platform.sweeps.driver import run_sweep
 
     raw, composed = load_raw(args.experiment, args.overrides)
     try:

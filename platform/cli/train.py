@@ -48,8 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from audiostyle.platform.config_loader import load_experiment
-    from audiostyle.platform.trainer import run_training
+    from audiostyle.platform.config.loader import load_experiment
+    from audiostyle.platform.training.driver import run_training
 
     cfg = load_experiment(args.experiment, args.overrides)
     note = " ".join(args.overrides) or None

@@ -37,8 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from audiostyle.platform.errors import DataError
-    from audiostyle.platform.transfer import transfer_files
+    from audiostyle.platform.core.errors import DataError
+    from audiostyle.platform.inference.transfer import transfer_files
 
     if args.device.startswith("cuda"):
         import torch

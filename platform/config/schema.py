@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from audiostyle.platform.errors import ConfigError, did_you_mean
+from audiostyle.platform.core.errors import ConfigError, did_you_mean
 
 ComponentSpec = dict[str, Any]  # {component: name, **kwargs}; checked against the registry, not here
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
-from audiostyle.platform.errors import ConfigError, did_you_mean
+from audiostyle.platform.core.errors import ConfigError, did_you_mean
 
 logger = logging.getLogger(__name__)
 

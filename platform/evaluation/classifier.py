@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import librosa
 import numpy as np
 
-from audiostyle.platform.errors import DataError
+from audiostyle.platform.core.errors import DataError
 
 WINDOW_SECONDS = 2.0  # a few notes: enough for stable statistics, short enough to give many examples
 N_MFCC = 20

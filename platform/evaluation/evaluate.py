@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from audiostyle.platform.atomic_files import write_json_atomic
-from audiostyle.platform.errors import DataError, did_you_mean
-from audiostyle.platform.evaluation_metrics import METRICS, content_and_fidelity
-from audiostyle.platform.timbre_classifier import TimbreClassifier
-from audiostyle.platform.transfer import Transferer, resample, write_audio_atomic
+from audiostyle.platform.core.atomic_files import write_json_atomic
+from audiostyle.platform.core.errors import DataError, did_you_mean
+from audiostyle.platform.evaluation.classifier import TimbreClassifier
+from audiostyle.platform.evaluation.metrics import METRICS, content_and_fidelity
+from audiostyle.platform.inference.transfer import Transferer, resample, write_audio_atomic
 
 SYSTEMS = ("model", "identity", "wrong_notes", "oracle")
 CLASSIFIER_SECONDS = 300.0  # per instrument and split: enough windows for a 46-feature logistic regression
@@ -36,7 +36,7 @@ def train_timbre_classifier(data_root: str | Path, instruments: list[str], sampl
     split); without it, the train and val splits (other pieces, same SoundFont) are used, and the
     report says that P(target) then measures closeness to that one sample set.
     """
-    from audiostyle.platform.bundle import iter_split_audio
+    from audiostyle.platform.bundles.export import iter_split_audio
 
     def gather(splits: tuple[str, ...]) -> tuple[list[np.ndarray], list[str]]:
         clips, labels = [], []
@@ -151,7 +151,7 @@ def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir:
         results["notes"] = ["only one test piece: wrong_notes is its target rendering rotated by half its length"]
     write_json_atomic(out / "results.json", results, indent=2)
     if report:
-        from audiostyle.platform.eval_report import write_report
+        from audiostyle.platform.evaluation.report import write_report
 
         write_report(results, out)
     return results

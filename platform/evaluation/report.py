@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from audiostyle.platform.atomic_files import atomic_write, write_text_atomic
+from audiostyle.platform.core.atomic_files import atomic_write, write_text_atomic
 
 MAX_EXAMPLES = 12  # spectrogram figures cost ~0.3 s each; a dozen shows the behaviour without bloating the page
 

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from audiostyle.datasets import audio_io
-from audiostyle.platform.atomic_files import atomic_write
-from audiostyle.platform.errors import DataError, did_you_mean
+from audiostyle.platform.core.atomic_files import atomic_write
+from audiostyle.platform.core.errors import DataError, did_you_mean
 
 AUDIO_EXTENSIONS = audio_io.AUDIO_EXTENSIONS  # wav, flac, ogg, mp3 and the other formats libsndfile reads
 SILENCE_PEAK = 1e-4  # -80 dBFS: below this a file holds no notes to transfer
@@ -125,7 +125,7 @@ class Transferer:
                  overlap_seconds: float | None = None, use_cache: bool = True, batch_size: int = 8,
                  loaded: tuple | None = None):
         if loaded is None:
-            from audiostyle.platform.bundle import load_bundle
+            from audiostyle.platform.bundles.export import load_bundle
 
             loaded = load_bundle(bundle)
         self.model, self.cfg, self.meta = loaded

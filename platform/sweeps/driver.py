@@ -31,11 +31,11 @@ from typing import Any
 
 from ray import tune
 
-from audiostyle.platform.config_loader import config_from_dict, set_path
-from audiostyle.platform.config_schema import ExperimentConfig
-from audiostyle.platform.errors import ConfigError
-from audiostyle.platform.search_space import SearchSpace
-from audiostyle.platform.sweep_report import SweepReport, write_report
+from audiostyle.platform.config.loader import config_from_dict, set_path
+from audiostyle.platform.config.schema import ExperimentConfig
+from audiostyle.platform.core.errors import ConfigError
+from audiostyle.platform.sweeps.report import SweepReport, write_report
+from audiostyle.platform.sweeps.space import SearchSpace
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def run_trial(config: dict[str, Any], *, space: SearchSpace, sweep_dir: str, wor
     """One Tune trial: this sample's config trained as one Ray Train run named after the Optuna trial."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from audiostyle.platform.trainer import run_training
+    from audiostyle.platform.training.driver import run_training
 
     sample = {p: config[p] for p in space.paths if p in config}
     data = space.apply_dict(sample)
@@ -265,7 +265,7 @@ def run_sweep(cfg: ExperimentConfig, raw_config: dict[str, Any], *, address: str
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from audiostyle.platform.ray_runtime import check_shared_storage, ensure_ray, resolve_storage
+    from audiostyle.platform.training.ray_runtime import check_shared_storage, ensure_ray, resolve_storage
 
     if cfg.sweep is None:
         raise ConfigError("the experiment has no `sweep:` block (see experiments/sweep_curriculum.yaml)",

@@ -27,9 +27,9 @@ from typing import Any
 
 import yaml
 
-from audiostyle.platform.atomic_files import atomic_write, write_text_atomic
-from audiostyle.platform.config_loader import config_from_dict
-from audiostyle.platform.search_space import SearchSpace
+from audiostyle.platform.config.loader import config_from_dict
+from audiostyle.platform.core.atomic_files import atomic_write, write_text_atomic
+from audiostyle.platform.sweeps.space import SearchSpace
 
 logger = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from audiostyle.platform.config_loader import config_from_dict, get_path, set_path
-from audiostyle.platform.config_schema import ExperimentConfig
-from audiostyle.platform.curriculum import boundary_step
-from audiostyle.platform.errors import ConfigError, did_you_mean
+from audiostyle.platform.config.loader import config_from_dict, get_path, set_path
+from audiostyle.platform.config.schema import ExperimentConfig
+from audiostyle.platform.core.errors import ConfigError, did_you_mean
+from audiostyle.platform.training.curriculum import boundary_step
 
 KINDS = ("float", "int", "choice")
 ENTRY_KEYS = (*KINDS, "log", "when")

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from audiostyle.platform.config_schema import ExperimentConfig, PhaseConfig
-from audiostyle.platform.errors import ConfigError
+from audiostyle.platform.config.schema import ExperimentConfig, PhaseConfig
+from audiostyle.platform.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

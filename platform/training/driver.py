@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from audiostyle.datasets.manifest import is_url
-from audiostyle.platform.config_schema import ExperimentConfig, to_dict
-from audiostyle.platform.curriculum import Curriculum
-from audiostyle.platform.errors import ConfigError
-from audiostyle.platform.ray_runtime import (
+from audiostyle.platform.config.schema import ExperimentConfig, to_dict
+from audiostyle.platform.core.errors import ConfigError
+from audiostyle.platform.training.curriculum import Curriculum
+from audiostyle.platform.training.ray_runtime import (
     check_shared_storage,
     ensure_ray,
     resolve_storage,
@@ -76,7 +76,7 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, workers: 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from audiostyle.platform.train_loop import train_loop_per_worker
+    from audiostyle.platform.training.worker import train_loop_per_worker
 
     num_workers = workers if workers is not None else cfg.scaling.num_workers
     gpu = cfg.scaling.use_gpu if use_gpu is None else use_gpu

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from audiostyle.datasets.manifest import is_url
-from audiostyle.platform.errors import ConfigError
+from audiostyle.platform.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +89,9 @@ def check_shared_storage(storage_path: str, *, num_nodes: int | None = None) -> 
 
 def source_checkout() -> Path | None:
     """The repository root when the package runs from a source tree (editable install), else None."""
-    import audiostyle.platform.config_schema as anchor
+    import audiostyle.platform.config.schema as anchor  # <root>/platform/config/schema.py
 
-    root = Path(anchor.__file__).resolve().parents[1]
+    root = Path(anchor.__file__).resolve().parents[2]
     return root if (root / "pyproject.toml").is_file() and (root / "platform").is_dir() else None
 
 
@@ -140,7 +140,7 @@ def quiet_ray_logs() -> None:
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)  # Ray names this logger by file path
 
 
-QUIET_HOOK = "audiostyle.platform.ray_runtime.quiet_ray_logs"
+QUIET_HOOK = "audiostyle.platform.training.ray_runtime.quiet_ray_logs"
 
 
 def ensure_ray(address: str | None, *, num_cpus: int, num_gpus: int | None = None, threads: int = 1) -> bool:

@@ -37,19 +37,19 @@ import torch
 import torch.distributed as dist
 from ray.train import Checkpoint
 
-from audiostyle.platform.checkpoint_io import (
+from audiostyle.platform.checkpoints.format import (
     TrainingCheckpoint,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
-from audiostyle.platform.config_loader import config_from_dict
-from audiostyle.platform.config_schema import ExperimentConfig, to_dict
-from audiostyle.platform.curriculum import Curriculum
-from audiostyle.platform.errors import CheckpointError
-from audiostyle.platform.lr_schedule import make_scheduler
-from audiostyle.platform.train_logging import ProgressMeter, TrainingLogger, progress_line
+from audiostyle.platform.config.loader import config_from_dict
+from audiostyle.platform.config.schema import ExperimentConfig, to_dict
+from audiostyle.platform.core.errors import CheckpointError
+from audiostyle.platform.training.curriculum import Curriculum
+from audiostyle.platform.training.lr_schedule import make_scheduler
+from audiostyle.platform.training.progress_log import ProgressMeter, TrainingLogger, progress_line
 
 
 class TrainingStep(torch.nn.Module):

@@ -95,8 +95,8 @@ def bench_per_file(files: list[Path]) -> float:
 
 def bench_loader(dirs: dict[str, Path], segments: int, crop_seconds: float, workers: int) -> float:
     from audiostyle.datasets.streaming import make_loader
-    from audiostyle.platform.config_loader import load_raw
-    from audiostyle.platform.config_schema import parse_experiment
+    from audiostyle.platform.config.loader import load_raw
+    from audiostyle.platform.config.schema import parse_experiment
 
     experiments = Path(__file__).resolve().parents[2] / "experiments"
     batch = 8

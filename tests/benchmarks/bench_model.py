@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from audiostyle.components.timbre_transfer import ROLES, build_timbre_model
-from audiostyle.platform.config_loader import load_experiment
+from audiostyle.platform.config.loader import load_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 VARIANTS = {  # name -> (extra config overrides, scheduled-sampling probability)

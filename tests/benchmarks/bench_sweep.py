@@ -31,8 +31,8 @@ SMALL = ("data.segment_seconds=2.0", "data.batch_size=4", "data.steps_per_epoch=
 
 
 def train_default(overrides: list[str], steps: int, storage: Path, name: str) -> tuple[float, float]:
-    from audiostyle.platform.config_loader import load_experiment
-    from audiostyle.platform.trainer import run_training
+    from audiostyle.platform.config.loader import load_experiment
+    from audiostyle.platform.training.driver import run_training
 
     cfg = load_experiment(ROOT / "experiments" / "piano_violin.yaml",
                           [*overrides, f"train.max_steps={steps}", f"train.val_every={max(1, steps // 3)}"])
@@ -58,10 +58,10 @@ def main() -> None:
 
     import ray
 
-    from audiostyle.platform.config_loader import config_from_dict, load_experiment, load_raw
-    from audiostyle.platform.ray_runtime import worker_env_vars
-    from audiostyle.platform.sweep import run_sweep
-    from audiostyle.platform.trainer import run_training
+    from audiostyle.platform.config.loader import config_from_dict, load_experiment, load_raw
+    from audiostyle.platform.sweeps.driver import run_sweep
+    from audiostyle.platform.training.driver import run_training
+    from audiostyle.platform.training.ray_runtime import worker_env_vars
 
     ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1",
              runtime_env={"env_vars": {**worker_env_vars(1), "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}})

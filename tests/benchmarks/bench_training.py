@@ -25,7 +25,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
 def bench_config(data_root: Path, storage: Path, steps: int, extra: list[str]):
-    from audiostyle.platform.config_loader import load_experiment
+    from audiostyle.platform.config.loader import load_experiment
 
     # quickstart sizes (64-wide, 2 s crops, batch 4), one validation at the end, no audio examples
     return load_experiment(EXPERIMENTS / "quickstart.yaml", [
@@ -40,7 +40,7 @@ def plain_loop(cfg, device: str, threads: int) -> dict[str, float]:
 
     from audiostyle.components.timbre_transfer import build_timbre_model
     from audiostyle.datasets.streaming import make_loader
-    from audiostyle.platform.curriculum import Curriculum
+    from audiostyle.platform.training.curriculum import Curriculum
 
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
@@ -83,7 +83,7 @@ def plain_loop(cfg, device: str, threads: int) -> dict[str, float]:
 
 
 def ray_run(cfg, storage: Path, name: str, workers: int, gpu: bool) -> dict[str, float]:
-    from audiostyle.platform.trainer import run_training
+    from audiostyle.platform.training.driver import run_training
 
     started = time.perf_counter()
     result = run_training(cfg, workers=workers, use_gpu=gpu, storage_path=str(storage), name=name)
@@ -104,7 +104,7 @@ def main() -> int:
     import ray
     import torch
 
-    from audiostyle.platform.ray_runtime import worker_env_vars
+    from audiostyle.platform.training.ray_runtime import worker_env_vars
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-training-"))
     data = args.data

@@ -30,8 +30,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from audiostyle.components.timbre_transfer import build_timbre_model
-    from audiostyle.platform.config_loader import load_experiment
-    from audiostyle.platform.transfer import Transferer
+    from audiostyle.platform.config.loader import load_experiment
+    from audiostyle.platform.inference.transfer import Transferer
 
     cfg = load_experiment(args.experiment)
     torch.manual_seed(0)

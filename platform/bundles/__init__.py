@@ -1,0 +1,1 @@
+"""Bundles: a checkpoint exported as a self-contained folder, and loading one without Ray or data."""

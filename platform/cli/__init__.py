@@ -1,0 +1,1 @@
+"""The `audiostyle` command: `main` and one module per user job (only argparse at import time)."""

@@ -1,0 +1,1 @@
+"""The experiment config: the typed schema, YAML loading (defaults, overrides, references) and dotted paths."""

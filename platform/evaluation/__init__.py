@@ -1,0 +1,1 @@
+"""Scoring a bundle on the paired test split beside baselines: metrics, timbre classifier, HTML report."""

@@ -1,0 +1,1 @@
+"""Transfer of audio arrays and files of any length with a loaded bundle."""
