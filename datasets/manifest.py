@@ -4,8 +4,8 @@ training streams through datasets/streaming.py instead).
 
 The manifest is the only thing readers trust: a shard not listed in it is invisible, so ingest writes
 the manifest last (temp name, then os.replace) and withdraws it before changing a listed shard.
-Locations may be local folders or URL prefixes: `file:`, `pipe:` (a command whose output is the file;
-the file name is appended to the command), `http(s)://` and any fsspec object store (s3://, gs://, ...).
+Locations may be local folders or URL prefixes (`file:`, `pipe:`, `http(s)://`, s3://, ...); which one a
+location is, and how either is opened, is `audiostyle.platform.core.locations`' rule.
 """
 
 from __future__ import annotations
@@ -14,44 +14,15 @@ import json
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, NamedTuple
-from urllib.parse import urlparse
-from urllib.request import url2pathname, urlopen
+from typing import Any, NamedTuple
 
 from audiostyle.platform.core.atomic_files import write_json_atomic
 from audiostyle.platform.core.errors import DataError
+from audiostyle.platform.core.locations import join_location, open_url
 
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test", "heldout")
 REQUIRED_KEYS = ("instrument", "sample_rate", "segment_seconds", "splits", "shards")
-
-
-def is_url(location: str) -> bool:
-    scheme = urlparse(str(location)).scheme
-    return len(scheme) > 1  # one letter is a Windows drive, not a scheme
-
-
-def join_location(location: str | Path, name: str) -> str:
-    """`<location>/<name>` for folders and URL prefixes alike (pipe: commands get the name appended)."""
-    return str(location).rstrip("/") + "/" + name
-
-
-def open_url(url: str) -> IO[bytes]:
-    """Open a local path or URL for binary reading (the same rules serve manifests and shards)."""
-    scheme = urlparse(url).scheme if is_url(url) else ""
-    if scheme == "":
-        return open(url, "rb")
-    if scheme == "file":
-        return open(url2pathname(urlparse(url).path), "rb")
-    if scheme == "pipe":
-        import webdataset as wds
-
-        return wds.gopen(url, "rb")
-    if scheme in ("http", "https"):
-        return urlopen(url, timeout=60)  # noqa: S310 - a user-configured data location
-    import fsspec  # object stores: s3://, gs://, az://, memory://, ... (the backend package must be installed)
-
-    return fsspec.open(url, "rb").open()
 
 
 def read_manifest(location: str | Path) -> dict[str, Any]:

@@ -25,9 +25,10 @@ import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from audiostyle.datasets.audio_io import read_crop
-from audiostyle.datasets.manifest import open_url, read_manifest, shard_urls
+from audiostyle.datasets.manifest import read_manifest, shard_urls
 from audiostyle.platform.config.schema import ExperimentConfig
 from audiostyle.platform.core.errors import ConfigError, DataError
+from audiostyle.platform.core.locations import open_url
 
 _SPLIT_INDEX = {"train": 0, "val": 1, "test": 2, "heldout": 3}  # so val crops differ from train crops
 

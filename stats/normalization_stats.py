@@ -30,9 +30,10 @@ import numpy as np
 import torch
 
 from audiostyle.datasets.audio_io import decode_bytes
-from audiostyle.datasets.manifest import is_url, iter_segments, read_manifest
+from audiostyle.datasets.manifest import iter_segments, read_manifest
 from audiostyle.platform.core.atomic_files import atomic_write, copy_atomic
 from audiostyle.platform.core.errors import DataError
+from audiostyle.platform.core.locations import is_url
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from audiostyle.datasets.manifest import is_url
 from audiostyle.platform.core.errors import CheckpointError, did_you_mean
+from audiostyle.platform.core.locations import is_url, join_location, open_storage
 
 STATE_FILE = "state.json"
 MODEL_FILE = "model.safetensors"
@@ -50,23 +50,6 @@ class CheckpointRecord:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(float(v)):
             return None
         return float(v)
-
-
-def open_storage(location: str | Path):
-    """(pyarrow filesystem, path inside it) for a local path or URI, as Ray's get_fs_and_path does."""
-    import pyarrow.fs
-
-    text = str(location)
-    if not is_url(text):
-        return pyarrow.fs.LocalFileSystem(), os.path.abspath(text)
-    try:
-        return pyarrow.fs.FileSystem.from_uri(text)
-    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for unknown schemes or credentials
-        raise CheckpointError(f"{text}: cannot open this storage location ({exc})") from exc
-
-
-def _join_uri(location: str, relative: str) -> str:
-    return location.rstrip("/") + "/" + relative if relative else location
 
 
 def _read_json(fs, path: str) -> dict | None:
@@ -115,7 +98,7 @@ def scan_checkpoints(storage: str | Path, *, skipped: list[str] | None = None) -
     records = []
     for path in ckpt_dirs:
         rel = os.path.relpath(path, root) if path != root else ""
-        location = _join_uri(str(storage), rel) if is_url(storage) else path
+        location = (join_location(storage, rel) if rel else str(storage)) if is_url(storage) else path
         state = _read_json(fs, f"{path}/{STATE_FILE}")
         if state is None or "step" not in state:
             if skipped is not None:

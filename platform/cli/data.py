@@ -126,7 +126,8 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from audiostyle.datasets.manifest import MANIFEST_NAME, is_url, read_manifest, summary_lines
+    from audiostyle.datasets.manifest import MANIFEST_NAME, read_manifest, summary_lines
+    from audiostyle.platform.core.locations import is_url
 
     folder = Path(args.dir)
     if not is_url(args.dir) and not (folder / MANIFEST_NAME).exists() and folder.is_dir():

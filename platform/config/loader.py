@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml
 
-from audiostyle.datasets.manifest import is_url
 from audiostyle.platform.config.schema import ExperimentConfig, ModelConfig, parse_experiment
 from audiostyle.platform.core.errors import ConfigError, did_you_mean
+from audiostyle.platform.core.locations import is_url
 from audiostyle.platform.core.registry import COMPONENT_KEY, validate_spec
 
 CLI = "command line"

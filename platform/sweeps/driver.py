@@ -265,7 +265,8 @@ def run_sweep(cfg: ExperimentConfig, raw_config: dict[str, Any], *, address: str
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from audiostyle.platform.training.ray_runtime import check_shared_storage, ensure_ray, resolve_storage
+    from audiostyle.platform.core.locations import absolute_location, is_url
+    from audiostyle.platform.training.ray_runtime import check_shared_storage, ensure_ray
 
     if cfg.sweep is None:
         raise ConfigError("the experiment has no `sweep:` block (see experiments/sweep_curriculum.yaml)",
@@ -279,8 +280,8 @@ def run_sweep(cfg: ExperimentConfig, raw_config: dict[str, Any], *, address: str
     grace = asha_grace_period(cfg, space) if len(metrics) == 1 else None
 
     name = sweep_name(cfg)
-    sweep_dir = Path(resolve_storage(storage_path or cfg.run.storage_path)) / name
-    if "://" in str(storage_path or cfg.run.storage_path) and cfg.sweep.storage is None:
+    sweep_dir = Path(absolute_location(storage_path or cfg.run.storage_path)) / name
+    if is_url(storage_path or cfg.run.storage_path) and cfg.sweep.storage is None:
         raise ConfigError("the Optuna journal needs a file path: set sweep.storage to a shared folder's file",
                           path="sweep.storage")
     journal = Path(cfg.sweep.storage) if cfg.sweep.storage else sweep_dir / JOURNAL_NAME

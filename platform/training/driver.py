@@ -17,14 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from audiostyle.datasets.manifest import is_url
 from audiostyle.platform.config.schema import ExperimentConfig, to_dict
 from audiostyle.platform.core.errors import ConfigError
+from audiostyle.platform.core.locations import absolute_location, is_url, join_location
 from audiostyle.platform.training.curriculum import Curriculum
 from audiostyle.platform.training.ray_runtime import (
     check_shared_storage,
     ensure_ray,
-    resolve_storage,
     worker_env_vars,
 )
 
@@ -33,15 +32,11 @@ logger = logging.getLogger(__name__)
 TENSORBOARD_DIR = "tensorboard"
 
 
-def run_dir(storage_path: str, name: str) -> str:
-    return f"{storage_path.rstrip('/')}/{name}"
-
-
 def build_loop_config(cfg: ExperimentConfig, *, storage_path: str, name: str, overrides_note: str | None = None,
                       test_hooks: dict[str, Any] | None = None) -> dict[str, Any]:
     """What each worker receives: the resolved config as plain data, where to log, test-only hooks."""
     # TensorBoard writes ordinary files, so it lives beside the checkpoints only when storage is a folder
-    tensorboard = None if is_url(storage_path) else str(Path(run_dir(storage_path, name)) / TENSORBOARD_DIR)
+    tensorboard = None if is_url(storage_path) else join_location(join_location(storage_path, name), TENSORBOARD_DIR)
     config = to_dict(cfg)
     # the run's actual name and storage go into the config the checkpoints record
     config["run"].update(name=name, storage_path=storage_path)
@@ -83,7 +78,7 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, workers: 
     if num_workers < 1:
         raise ConfigError(f"the number of workers must be >= 1, got {num_workers}", path="scaling.num_workers")
     Curriculum.from_config(cfg)  # a bad phase boundary fails here, not in every worker and every retry
-    storage = resolve_storage(storage_path or cfg.run.storage_path)
+    storage = absolute_location(storage_path or cfg.run.storage_path)
     run_name = name or cfg.run_name
     threads = max(1, cfg.scaling.cpus_per_worker)
 
@@ -124,7 +119,7 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, workers: 
             worker_runtime_env={"env_vars": worker_env_vars(threads)},
         ),
     )
-    where = run_dir(storage, run_name)
+    where = join_location(storage, run_name)
     resumed = not is_url(storage) and any(Path(where).glob("checkpoint_manager_snapshot*.json"))
     logger.info("%s run %r: %d %s worker(s), checkpoints under %s", "resuming" if resumed else "starting",
                 run_name, num_workers, "GPU" if gpu else "CPU", where)
@@ -136,7 +131,7 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, workers: 
 
 def summary(result: Any, storage: str, name: str, tensorboard_dir: str | None, metric: str, mode: str) -> str:
     """Where things are, for the person who ran the command."""
-    lines = [f"run {name!r} finished: {run_dir(storage, name)}"]
+    lines = [f"run {name!r} finished: {join_location(storage, name)}"]
     metrics = result.metrics or {}
     if metrics:
         lines.append(f"  last report: step {metrics.get('step')} ({metrics.get('phase')}), "

@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from audiostyle.datasets.manifest import is_url
 from audiostyle.platform.core.errors import ConfigError
+from audiostyle.platform.core.locations import is_url
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +29,6 @@ logger = logging.getLogger(__name__)
 NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "glusterfs", "cephfs", "ceph",
                        "fuse.s3fs", "fuse.gcsfuse", "fuse.juicefs", "fuse.sshfs", "9p", "efs"}
 SHARED_STORAGE_ENV = "AUDIOSTYLE_SHARED_STORAGE"  # set to 1 to vouch that a local-looking path is shared
-
-
-def resolve_storage(path: str) -> str:
-    """Object-store URIs unchanged; local paths absolute (Ray requires it and workers have other cwds)."""
-    return path if is_url(path) else str(Path(path).expanduser().resolve())
 
 
 def worker_env_vars(threads: int) -> dict[str, str]:
