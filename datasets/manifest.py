@@ -1,6 +1,6 @@
 """An instrument folder's manifest.json: atomic write, read from local paths or URLs, a summary, and
-sequential reading of the segments of a split (for statistics, prototypes and the paired test set;
-training streams through datasets/streaming.py instead).
+sequential reading of the segments of a split, as bytes or decoded audio (for statistics, prototypes,
+the timbre classifier and the paired test set; training streams through datasets/streaming.py instead).
 
 The manifest is the only thing readers trust: a shard not listed in it is invisible, so ingest writes
 the manifest last (temp name, then os.replace) and withdraws it before changing a listed shard.
@@ -16,6 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
+
+from audiostyle.datasets.audio_io import decode_bytes
 from audiostyle.platform.core.atomic_files import write_json_atomic
 from audiostyle.platform.core.errors import DataError
 from audiostyle.platform.core.locations import join_location, open_url
@@ -107,6 +110,19 @@ def iter_segments(location: str | Path, split: str, manifest: dict[str, Any] | N
         for key, parts in pending.items():
             raise DataError(f"{url}: segment {key!r} has only its {', '.join(sorted(parts))} member; the shard is "
                             "damaged, re-create it with `audiostyle data add` (or `data demo`)")
+
+
+def iter_split_audio(location: str | Path, split: str, *, max_seconds: float | None = None
+                     ) -> Iterator[tuple[str, np.ndarray, int, dict[str, Any]]]:
+    """(key, mono audio, sample rate, segment JSON) for each segment of a split, in manifest order,
+    stopping once `max_seconds` of audio have been read."""
+    seconds = 0.0
+    for segment in iter_segments(location, split):
+        audio, sr = decode_bytes(segment.flac, name=f"{segment.url}:{segment.key}.flac")
+        yield segment.key, audio, sr, segment.record
+        seconds += len(audio) / sr
+        if max_seconds is not None and seconds >= max_seconds:
+            return
 
 
 def summary_lines(manifest: dict[str, Any]) -> list[str]:

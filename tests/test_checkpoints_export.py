@@ -105,7 +105,7 @@ def test_cli_list_and_best(storage, capsys):
 
 
 def test_export_then_fresh_process_load_and_transfer_without_pickle_or_ray(storage, demo_root, tmp_path, capsys):
-    from audiostyle.platform.bundles.export import read_bundle_meta
+    from audiostyle.platform.bundles.load import read_bundle_meta
     from audiostyle.platform.cli.main import main
 
     bundle = tmp_path / "bundle"
@@ -135,7 +135,7 @@ def test_export_then_fresh_process_load_and_transfer_without_pickle_or_ray(stora
             assert k.get("weights_only", True), "torch.load without weights_only"
             return real_load(*a, **k)
         torch.load = safe_only
-        from audiostyle.platform.bundles.export import load_bundle
+        from audiostyle.platform.bundles.load import load_bundle
         from audiostyle.platform.inference.transfer import Transferer, transfer_files
         model, cfg, meta = load_bundle({str(bundle)!r})
         assert not any(m == "ray" or m.startswith("ray.") for m in sys.modules), "loading a bundle imported Ray"
@@ -152,7 +152,8 @@ def test_export_then_fresh_process_load_and_transfer_without_pickle_or_ray(stora
 
 
 def test_export_without_training_data_falls_back_to_checkpoint_prototypes(storage, tmp_path):
-    from audiostyle.platform.bundles.export import export_bundle, read_bundle_meta
+    from audiostyle.platform.bundles.export import export_bundle
+    from audiostyle.platform.bundles.load import read_bundle_meta
 
     ckpt = storage / "run_a" / "step_00000020"
     bundle = export_bundle(ckpt, tmp_path / "b", data_root=tmp_path / "no_data_here")
@@ -166,7 +167,8 @@ def test_export_without_training_data_falls_back_to_checkpoint_prototypes(storag
 def test_truncated_or_corrupt_bundle_is_named_and_transfer_writes_nothing(storage, tmp_path, capsys):
     import shutil
 
-    from audiostyle.platform.bundles.export import export_bundle, load_bundle
+    from audiostyle.platform.bundles.export import export_bundle
+    from audiostyle.platform.bundles.load import load_bundle
     from audiostyle.platform.cli.main import main
 
     good = export_bundle(storage / "run_a" / "step_00000010", tmp_path / "good", data_root=tmp_path / "none")

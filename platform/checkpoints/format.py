@@ -1,10 +1,10 @@
 """Reading and writing one training checkpoint directory (the contents of a reported Ray checkpoint).
 
-Layout (the contract other parts read):
+Layout (file names in core/artifact_files.py; the index, export and resume read these):
     model.safetensors  the TimbreTransferModel state_dict (weights and buffers such as prototypes)
-    optim.pt           optimizers, schedulers, grad scaler, step and RNG states: plain tensors, dicts,
-                       lists and numbers only, so it loads with torch.load(weights_only=True)
-    state.json         {step, phase, metrics, instruments, run_name, seed, ...}
+    optim.pt           optimizers, schedulers, step, data position and RNG states: plain tensors,
+                       dicts, lists and numbers only, so it loads with torch.load(weights_only=True)
+    state.json         {step, phase, metrics, instruments, run_name, seed, ..., files}, written last
     config.yaml        the resolved experiment config (to_dict(cfg)); config_from_dict rebuilds it
     stats.npz          the normalization statistics (mean, std) the model was trained with
 
@@ -25,17 +25,26 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from audiostyle.platform.core.atomic_files import atomic_write, sha256_file
+from audiostyle.platform.core.artifact_files import (
+    CHECKPOINT_FILES,
+    CONFIG_FILE,
+    MODEL_FILE,
+    OPTIM_FILE,
+    STATE_FILE,
+    STATS_FILE,
+    describe_files,
+    read_mean_std,
+    save_weights,
+    verify_files,
+    write_mean_std,
+)
+from audiostyle.platform.core.atomic_files import atomic_write
 from audiostyle.platform.core.errors import CheckpointError
 
-MODEL_FILE = "model.safetensors"
-OPTIM_FILE = "optim.pt"
-STATE_FILE = "state.json"
-CONFIG_FILE = "config.yaml"
-STATS_FILE = "stats.npz"
-REQUIRED_FILES = (MODEL_FILE, OPTIM_FILE, STATE_FILE, CONFIG_FILE, STATS_FILE)
+REQUIRED_FILES = CHECKPOINT_FILES
+DAMAGED = "the checkpoint is incomplete or damaged - resume from an earlier checkpoint"
 
 
 @dataclass
@@ -54,10 +63,6 @@ class TrainingCheckpoint:
         return int(self.state["step"])
 
 
-
-
-
-
 def save_checkpoint(directory: str | Path, ckpt: TrainingCheckpoint) -> Path:
     """Write the five checkpoint files into `directory` (created if needed); returns the directory.
 
@@ -66,35 +71,13 @@ def save_checkpoint(directory: str | Path, ckpt: TrainingCheckpoint) -> Path:
     """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    # clone() drops storage sharing (tied weights), which safetensors refuses to serialize
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in ckpt.model_state.items()}
-    atomic_write(out / MODEL_FILE, lambda tmp: save_file(tensors, tmp))
+    atomic_write(out / MODEL_FILE, lambda tmp: save_weights(tmp, ckpt.model_state))
     atomic_write(out / OPTIM_FILE, lambda tmp: torch.save(ckpt.optim_state, tmp))
     atomic_write(out / CONFIG_FILE, lambda tmp: Path(tmp).write_text(yaml.safe_dump(ckpt.config, sort_keys=False)))
-    mean, std = (np.asarray(a, dtype=np.float32) for a in ckpt.stats)
-
-    def write_stats(tmp: str) -> None:
-        with open(tmp, "wb") as fh:  # a file object, so numpy does not append '.npz' to the temp name
-            np.savez(fh, mean=mean, std=std)
-
-    atomic_write(out / STATS_FILE, write_stats)
-    files = {name: {"bytes": (out / name).stat().st_size, "sha256": sha256_file(out / name)}
-             for name in (MODEL_FILE, OPTIM_FILE, CONFIG_FILE, STATS_FILE)}
-    state = {**ckpt.state, "files": files}
+    atomic_write(out / STATS_FILE, lambda tmp: write_mean_std(tmp, *ckpt.stats))
+    state = {**ckpt.state, "files": describe_files(out, (MODEL_FILE, OPTIM_FILE, CONFIG_FILE, STATS_FILE))}
     atomic_write(out / STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(state, indent=2)))
     return out
-
-
-def _verify(root: Path, files: dict[str, Any]) -> None:
-    for name, meta in files.items():
-        path = root / name
-        if not path.is_file():
-            raise CheckpointError(f"{path}: missing; the checkpoint is incomplete "
-                                  f"(a checkpoint folder holds {', '.join(REQUIRED_FILES)})")
-        size = path.stat().st_size
-        if size != meta.get("bytes", size) or sha256_file(path) != meta.get("sha256"):
-            raise CheckpointError(f"{path}: truncated or modified ({size} bytes, {meta.get('bytes')} were "
-                                  f"written; checksum differs) - resume from an earlier checkpoint")
 
 
 def _read(path: Path, what: str, read: Callable[[Path], Any]) -> Any:
@@ -108,11 +91,6 @@ def _read(path: Path, what: str, read: Callable[[Path], Any]) -> Any:
     except Exception as exc:  # safetensors, pickle, zip, JSON, YAML and numpy each raise their own type
         raise CheckpointError(f"{path}: cannot read {what} ({type(exc).__name__}: {exc}); the file is "
                               "truncated or corrupt - resume from an earlier checkpoint") from None
-
-
-def _read_stats(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return data["mean"], data["std"]
 
 
 def _read_mapping(text: str, path: Path, fmt: str) -> dict[str, Any]:
@@ -130,12 +108,12 @@ def load_checkpoint(directory: str | Path, *, map_location: str | torch.device =
     state = _read(root / STATE_FILE, "training state", lambda p: _read_mapping(p.read_text(), p, "json"))
     if "step" not in state:
         raise CheckpointError(f"{root / STATE_FILE}: no 'step' field; not a training checkpoint")
-    _verify(root, state.get("files", {}))
+    verify_files(root, state.get("files", {}), remedy=DAMAGED)  # checkpoints before the list had none
     model_state = _read(root / MODEL_FILE, "model weights", lambda p: load_file(str(p), device=str(map_location)))
     optim_state = _read(root / OPTIM_FILE, "optimizer state",
                         lambda p: torch.load(p, map_location=map_location, weights_only=True))
     config = _read(root / CONFIG_FILE, "resolved config", lambda p: _read_mapping(p.read_text(), p, "yaml"))
-    stats = _read(root / STATS_FILE, "normalization statistics", _read_stats)
+    stats = _read(root / STATS_FILE, "normalization statistics", read_mean_std)
     return TrainingCheckpoint(model_state, optim_state, state, config, stats, directory=root)
 
 

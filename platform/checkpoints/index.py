@@ -2,8 +2,8 @@
 
 A storage location is a local folder, an NFS mount or an object-store URI (s3://, gs://, ...), opened
 with pyarrow.fs exactly as Ray Train opens `storage_path`, so whatever Ray could write here can be read.
-Runs live at `<storage>/<run>/<checkpoint>/` and sweeps at `<storage>/<sweep>/trial_<id>/.../<checkpoint>/`
-(contract.md). A checkpoint is any folder holding `state.json` (and the weights); its step, phase and
+Runs live at `<storage>/<run>/<checkpoint>/` (training/driver.py names them) and sweeps at
+`<storage>/<sweep>/trial_<id>/.../<checkpoint>/` (sweeps/driver.py). A checkpoint is any folder holding `state.json` (and the weights); its step, phase and
 metrics come from that file, completed by the metrics Ray kept in the run's
 `checkpoint_manager_snapshot.json` (the two agree when both exist; state.json wins).
 """
@@ -20,11 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from audiostyle.platform.core.artifact_files import MODEL_FILE, STATE_FILE
 from audiostyle.platform.core.errors import CheckpointError, did_you_mean
 from audiostyle.platform.core.locations import is_url, join_location, open_storage
 
-STATE_FILE = "state.json"
-MODEL_FILE = "model.safetensors"
 RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # ray.train.v2 constants: the checkpoint manager's state
 
 

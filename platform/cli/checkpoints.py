@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _export(location: str, args: argparse.Namespace, metrics: dict | None) -> int:
-    from audiostyle.platform.bundles.export import bundle_summary, export_bundle, read_bundle_meta
+    from audiostyle.platform.bundles.export import export_bundle
+    from audiostyle.platform.bundles.load import bundle_summary, read_bundle_meta
     from audiostyle.platform.core.errors import CheckpointError
 
     if not args.out:

@@ -36,7 +36,7 @@ def train_timbre_classifier(data_root: str | Path, instruments: list[str], sampl
     split); without it, the train and val splits (other pieces, same SoundFont) are used, and the
     report says that P(target) then measures closeness to that one sample set.
     """
-    from audiostyle.platform.bundles.export import iter_split_audio
+    from audiostyle.datasets.manifest import iter_split_audio
 
     def gather(splits: tuple[str, ...]) -> tuple[list[np.ndarray], list[str]]:
         clips, labels = [], []

@@ -125,7 +125,7 @@ class Transferer:
                  overlap_seconds: float | None = None, use_cache: bool = True, batch_size: int = 8,
                  loaded: tuple | None = None):
         if loaded is None:
-            from audiostyle.platform.bundles.export import load_bundle
+            from audiostyle.platform.bundles.load import load_bundle
 
             loaded = load_bundle(bundle)
         self.model, self.cfg, self.meta = loaded
