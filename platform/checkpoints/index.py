@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from audiostyle.platform.core.artifact_files import MODEL_FILE, STATE_FILE
 from audiostyle.platform.core.errors import CheckpointError, did_you_mean
 from audiostyle.platform.core.locations import is_url, join_location, open_storage
+from audiostyle.platform.core.modes import check_mode, smaller_is_better
 
 RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # ray.train.v2 constants: the checkpoint manager's state
 
@@ -120,22 +121,16 @@ def scan_checkpoints(storage: str | Path, *, skipped: list[str] | None = None) -
     return records
 
 
-def check_mode(mode: str) -> str:
-    if mode not in ("min", "max"):
-        raise CheckpointError(f"--mode must be 'min' or 'max', got {mode!r}")
-    return mode
-
-
 def rank(records: list[CheckpointRecord], metric: str, mode: str = "min") -> list[CheckpointRecord]:
     """Records that reported `metric`, best first; CheckpointError listing the metrics there are."""
-    check_mode(mode)
+    check_mode(mode, path="--mode")
     scored = [r for r in records if r.value(metric) is not None]
     if not scored:
         known = sorted({k for r in records for k in r.metrics} | {"step"})
         raise CheckpointError(
             f"no checkpoint reports metric {metric!r}.{did_you_mean(metric, known)} Reported metrics: {', '.join(known)}")
     # ties go to the later step: with equal scores the longer-trained model is the better guess
-    return sorted(scored, key=lambda r: ((r.value(metric) if mode == "min" else -r.value(metric)), -r.step))
+    return sorted(scored, key=lambda r: (smaller_is_better(r.value(metric), mode), -r.step))
 
 
 def best_checkpoint(storage: str | Path, metric: str = "val/recon", mode: str = "min") -> CheckpointRecord:

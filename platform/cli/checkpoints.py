@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from audiostyle.platform.core.modes import MODES
+
 EPILOG = """examples:
   audiostyle checkpoints list runs/
   audiostyle checkpoints best runs/ --metric val/style_acc --mode max
@@ -24,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("action", choices=("list", "best", "export"), help="what to do")
     p.add_argument("storage", metavar="STORAGE", help="storage location holding runs (or one checkpoint folder)")
     p.add_argument("--metric", default="val/recon", help="reported metric to rank by (default: val/recon)")
-    p.add_argument("--mode", choices=("min", "max"), default=None,
+    p.add_argument("--mode", choices=MODES, default=None,
                    help="whether lower or higher is better (default: max for *acc*, min otherwise)")
     p.add_argument("--out", metavar="DIR", help="export: the bundle folder to create")
     p.add_argument("--checkpoint", metavar="PATH", help="export: this checkpoint instead of the best one")
@@ -36,13 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def default_mode(metric: str) -> str:
-    return "max" if "acc" in metric else "min"
-
-
 def run(args: argparse.Namespace) -> int:
     from audiostyle.platform.checkpoints.index import format_table, rank, scan_checkpoints
     from audiostyle.platform.core.errors import CheckpointError
+    from audiostyle.platform.core.modes import default_mode
 
     mode = args.mode or default_mode(args.metric)
     if args.action == "export" and args.checkpoint:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from audiostyle.platform.core.errors import ConfigError, did_you_mean
+from audiostyle.platform.core.modes import Mode
 
 ComponentSpec = dict[str, Any]  # {component: name, **kwargs}; checked against the registry, not here
 
@@ -134,7 +135,7 @@ class TrainConfig:
     log_every: int = 10
     keep_top_k: int = 2
     checkpoint_metric: str = "val/recon"
-    checkpoint_mode: Literal["min", "max"] = "min"
+    checkpoint_mode: Mode = "min"
     scheduled_sampling: float = 0.25  # final probability of feeding the decoder its own previous frame
     audio_examples: int = 2  # clips logged to TensorBoard at each validation
 

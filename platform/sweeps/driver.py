@@ -34,6 +34,7 @@ from ray import tune
 from audiostyle.platform.config.loader import config_from_dict, set_path
 from audiostyle.platform.config.schema import ExperimentConfig
 from audiostyle.platform.core.errors import ConfigError
+from audiostyle.platform.core.modes import check_mode, optuna_direction
 from audiostyle.platform.sweeps.report import SweepReport, write_report
 from audiostyle.platform.sweeps.space import SearchSpace
 
@@ -71,8 +72,7 @@ def objectives(cfg: ExperimentConfig) -> tuple[list[str], list[str]]:
         raise ConfigError(f"{len(metrics)} metrics but {len(modes)} modes: give one mode per metric",
                           path="sweep.mode")
     for i, (metric, mode) in enumerate(zip(metrics, modes)):
-        if mode not in ("min", "max"):
-            raise ConfigError(f"mode must be 'min' or 'max', got {mode!r}", path=f"sweep.mode.{i}")
+        check_mode(mode, path=f"sweep.mode.{i}")
         if not metric.startswith(("val/", "train/")):
             raise ConfigError(f"metric {metric!r} is not reported by training: use a validation metric "
                               "such as val/recon, val/style_acc or val/content_leak", path="sweep.metric")
@@ -109,7 +109,7 @@ def open_study(journal: Path, study_name: str, modes: list[str], *, create: bool
     storage = JournalStorage(JournalFileBackend(str(journal)))
     if not create and study_name not in optuna.get_all_study_names(storage):
         return None
-    directions = ["minimize" if m == "min" else "maximize" for m in modes]
+    directions = [optuna_direction(m) for m in modes]
     study = optuna.create_study(study_name=study_name, storage=storage, directions=directions,
                                 load_if_exists=True)
     if [d.name.lower() for d in study.directions] != directions:

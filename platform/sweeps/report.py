@@ -29,6 +29,7 @@ import yaml
 
 from audiostyle.platform.config.loader import config_from_dict
 from audiostyle.platform.core.atomic_files import atomic_write, write_text_atomic
+from audiostyle.platform.core.modes import optuna_direction, smaller_is_better
 from audiostyle.platform.sweeps.space import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def _better_key(row: TrialRow, modes: list[str]) -> tuple[float, ...]:
     """Sort key, smaller is better; trials without values last."""
     if row.state != "COMPLETE" or any(v is None or math.isnan(v) for v in row.values):
         return tuple(math.inf for _ in modes)
-    return tuple(v if m == "min" else -v for v, m in zip(row.values, modes))  # type: ignore[operator]
+    return tuple(smaller_is_better(v, m) for v, m in zip(row.values, modes))  # type: ignore[arg-type]
 
 
 def pareto_front(rows: list[TrialRow], modes: list[str]) -> list[TrialRow]:
@@ -185,7 +186,7 @@ def display_study(rows: list[TrialRow], space: SearchSpace, modes: list[str]) ->
     """An in-memory study whose params are the config values that ran (for Optuna's plots)."""
     import optuna
 
-    directions = ["minimize" if m == "min" else "maximize" for m in modes]
+    directions = [optuna_direction(m) for m in modes]
     study = optuna.create_study(directions=directions)
     by_path = {d.path: d for d in space.entries}
     for row in sorted(rows, key=lambda r: r.number):
