@@ -57,24 +57,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from audiostyle.platform.config.loader import config_from_dict, load_raw
+    from audiostyle.platform.config.loader import load_experiment_with_raw
     from audiostyle.platform.core.errors import ConfigError
     from audiostyle.platform.sweeps.driver import run_sweep
 
-    raw, composed = load_raw(args.experiment, args.overrides)
-    try:
-        cfg = config_from_dict(raw)
-    except ConfigError as exc:
-        raise exc.located(composed.file_for(exc.field_path)) from None
-    if cfg.sweep is None:
+    experiment = load_experiment_with_raw(args.experiment, args.overrides)
+    if experiment.config.sweep is None:
         raise ConfigError("no `sweep:` block: add one (see experiments/sweep_curriculum.yaml)",
                           file=args.experiment, path="sweep")
     try:
-        result = run_sweep(cfg, raw, address=args.address, resume=args.resume, num_trials=args.trials,
-                           workers_per_trial=args.workers_per_trial, max_concurrent=args.max_concurrent,
-                           storage_path=args.storage, plots=not args.no_plots)
+        result = run_sweep(experiment.config, experiment.raw, address=args.address, resume=args.resume,
+                           num_trials=args.trials, workers_per_trial=args.workers_per_trial,
+                           max_concurrent=args.max_concurrent, storage_path=args.storage, plots=not args.no_plots)
     except ConfigError as exc:
-        raise exc.located(composed.file_for(exc.field_path) if exc.field_path else args.experiment) from None
+        raise experiment.locate(exc) from None
     report = result.report
     print(f"\nsweep {result.study_name}: {len(report.rows)} trials ({result.new_trials} run now) in "
           f"{result.sweep_dir}\n")

@@ -10,10 +10,7 @@ so errors name the file as well as the dotted path. Nothing here builds a model 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import re
-import types
-import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +18,12 @@ from typing import Any
 
 import yaml
 
+from audiostyle.platform.config.dotted_paths import COMMAND_LINE, get_path, schema_has_path, set_path
 from audiostyle.platform.config.schema import ExperimentConfig, ModelConfig, parse_experiment
 from audiostyle.platform.core.errors import ConfigError, did_you_mean
 from audiostyle.platform.core.locations import is_url
 from audiostyle.platform.core.registry import COMPONENT_KEY, validate_spec
 
-CLI = "command line"
 _REF = re.compile(r"\$\{([^}]*)\}")
 
 
@@ -120,79 +117,16 @@ def compose(path: str | Path, _stack: tuple[Path, ...] = ()) -> ComposedConfig:
 def parse_override(text: str) -> tuple[str, Any]:
     """`a.b=c` -> ('a.b', c) with c parsed as YAML (so `x=3` is an int, `x=[1,2]` a list)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form key.path=value", file=CLI)
+        raise ConfigError(f"override {text!r} is not of the form key.path=value", file=COMMAND_LINE)
     key, _, value = text.partition("=")
     key = key.strip()
     if not key:
-        raise ConfigError(f"override {text!r} has an empty key", file=CLI)
+        raise ConfigError(f"override {text!r} has an empty key", file=COMMAND_LINE)
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:
         parsed = value
     return key, parsed
-
-
-def set_path(data: dict[str, Any], dotted: str, value: Any, *, create: bool = False, file: str = CLI) -> None:
-    """Set `a.b.0.c` in nested dicts/lists; a missing key is an error (with the closest key) unless `create`."""
-    parts = dotted.split(".")
-    node: Any = data
-    for depth, part in enumerate(parts):
-        here = ".".join(parts[: depth + 1])
-        last = depth == len(parts) - 1
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"no list item {part!r} (the list has {len(node)} items)", path=here, file=file)
-            if last:
-                node[int(part)] = value
-                return
-            node = node[int(part)]
-        elif isinstance(node, dict):
-            if part not in node:
-                if not create:
-                    raise ConfigError(
-                        f"no such field.{did_you_mean(part, map(str, node))} Fields here: {', '.join(map(str, node))}",
-                        path=here, file=file,
-                        hint="prefix the override with '+' to add a new key (+a.b=c)",
-                    )
-                node[part] = value if last else {}
-            if last:
-                node[part] = value
-                return
-            node = node[part]
-        else:
-            raise ConfigError(f"cannot descend into {type(node).__name__} value {node!r}", path=here, file=file)
-
-
-def get_path(data: Any, dotted: str) -> Any:
-    node = data
-    for part in dotted.split("."):
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            raise KeyError(dotted)
-    return node
-
-
-def schema_has_path(dotted: str) -> bool:
-    """Whether `a.b.c` names a field of the typed config (through sections and list items), so that an
-    override may set a field the YAML leaves at its default without a '+'."""
-    tp: Any = ExperimentConfig
-    for part in dotted.split("."):
-        tp = _strip_optional(tp)
-        if typing.get_origin(tp) is list and part.isdigit():
-            tp = typing.get_args(tp)[0]
-        elif dataclasses.is_dataclass(tp) and part in {f.name for f in dataclasses.fields(tp)}:
-            tp = typing.get_type_hints(tp)[part]
-        else:
-            return False
-    return True
-
-
-def _strip_optional(tp: Any) -> Any:
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    return args[0] if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1 else tp
 
 
 def apply_overrides(composed: ComposedConfig, overrides: Iterable[str]) -> None:
@@ -201,7 +135,7 @@ def apply_overrides(composed: ComposedConfig, overrides: Iterable[str]) -> None:
         create = key.startswith("+") or schema_has_path(key)
         key = key.lstrip("+")
         set_path(composed.data, key, value, create=create)
-        _record(composed.origin, value, key, CLI)
+        _record(composed.origin, value, key, COMMAND_LINE)
 
 
 def resolve_references(composed: ComposedConfig) -> dict[str, Any]:
@@ -299,12 +233,31 @@ def config_from_dict(data: dict[str, Any], *, file: str = "") -> ExperimentConfi
     return cfg
 
 
-def load_experiment(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
-    """The typed, fully validated config of an experiment YAML plus overrides."""
+@dataclass(frozen=True)
+class LoadedExperiment:
+    """An experiment YAML as loaded: the typed config, the resolved mapping it was validated from (a
+    sweep applies its samples to that mapping by dotted path), and which file set each field."""
+
+    config: ExperimentConfig
+    raw: dict[str, Any]
+    composed: ComposedConfig
+
+    def locate(self, exc: ConfigError) -> ConfigError:
+        """`exc` attributed to the file that set its field (the experiment file when it names none)."""
+        return exc.located(self.composed.file_for(exc.field_path))
+
+
+def load_experiment_with_raw(path: str | Path, overrides: Iterable[str] = ()) -> LoadedExperiment:
+    """The typed, fully validated config of an experiment YAML plus overrides, with its raw mapping."""
     resolved, composed = load_raw(path, overrides)
     try:
         cfg = parse_experiment(resolved)
         validate_components(cfg)
     except ConfigError as exc:
         raise exc.located(composed.file_for(exc.field_path)) from None
-    return cfg
+    return LoadedExperiment(cfg, resolved, composed)
+
+
+def load_experiment(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """The typed, fully validated config of an experiment YAML plus overrides."""
+    return load_experiment_with_raw(path, overrides).config

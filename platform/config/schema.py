@@ -90,13 +90,18 @@ class PhaseConfig:
     ramp: float = 0.0  # fraction of the phase over which weights move linearly from the previous phase's
 
 
+def require_phases(phases: list[PhaseConfig], path: str = "curriculum") -> None:
+    """A curriculum needs a phase: with none, no step would know its loss weights."""
+    if not phases:
+        raise ConfigError("at least one phase is required", path=f"{path}.phases")
+
+
 @dataclass
 class CurriculumConfig:
     phases: list[PhaseConfig]
 
     def check(self, path: str) -> None:
-        if not self.phases:
-            raise ConfigError("at least one phase is required", path=f"{path}.phases")
+        require_phases(self.phases, path)
         names = [p.name for p in self.phases]
         for i, phase in enumerate(self.phases):
             if names.index(phase.name) != i:

@@ -31,7 +31,8 @@ from typing import Any
 
 from ray import tune
 
-from audiostyle.platform.config.loader import config_from_dict, set_path
+from audiostyle.platform.config.dotted_paths import set_path
+from audiostyle.platform.config.loader import config_from_dict
 from audiostyle.platform.config.schema import ExperimentConfig
 from audiostyle.platform.core.errors import ConfigError
 from audiostyle.platform.core.modes import check_mode, optuna_direction

@@ -31,7 +31,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from audiostyle.platform.config.loader import config_from_dict, get_path, set_path
+from audiostyle.platform.config.dotted_paths import expand_path, get_path, set_path
+from audiostyle.platform.config.loader import config_from_dict
 from audiostyle.platform.config.schema import ExperimentConfig
 from audiostyle.platform.core.errors import ConfigError, did_you_mean
 from audiostyle.platform.training.curriculum import boundary_step
@@ -130,29 +131,6 @@ def _parse_entry(path: str, spec: Any) -> Domain:
     if log and low <= 0:
         raise ConfigError(f"a log range needs lo > 0, got {low}", path=f"{where}.{kind}")
     return Domain(path, kind, low=low, high=high, log=log, when=when)
-
-
-def expand_path(data: Any, path: str) -> list[str]:
-    """The concrete dotted paths that `path` (which may hold `*` segments) names in `data`."""
-    def walk(node: Any, parts: list[str], prefix: str) -> list[str]:
-        if not parts:
-            return [prefix]
-        head, rest = parts[0], parts[1:]
-        if isinstance(node, list):
-            keys = [str(i) for i in range(len(node))]
-            children = dict(zip(keys, node))
-        elif isinstance(node, dict):
-            keys = [str(k) for k in node]
-            children = {str(k): v for k, v in node.items()}
-        else:
-            return []
-        chosen = keys if head == "*" else [head] if head in children else []
-        found: list[str] = []
-        for key in chosen:
-            found += walk(children[key], rest, f"{prefix}.{key}" if prefix else key)
-        return found
-
-    return walk(data, path.split("."), "")
 
 
 def condition_holds(data: dict[str, Any], when: str | dict[str, Any] | None) -> bool:

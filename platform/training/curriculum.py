@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from audiostyle.platform.config.schema import ExperimentConfig, PhaseConfig
+from audiostyle.platform.config.schema import ExperimentConfig, PhaseConfig, require_phases
 from audiostyle.platform.core.errors import ConfigError
 
 
@@ -43,8 +43,7 @@ class Curriculum:
     """The phases of a run resolved to step ranges [start, end); the last phase extends to max_steps."""
 
     def __init__(self, phases: list[PhaseConfig], max_steps: int, *, terms: list[str] | None = None):
-        if not phases:
-            raise ConfigError("at least one phase is required", path="curriculum.phases")
+        require_phases(phases)
         if max_steps <= 0:
             raise ConfigError(f"must be > 0, got {max_steps}", path="train.max_steps")
         self.phases = list(phases)
