@@ -5,12 +5,17 @@ Everything is built through the registry with the config-derived arguments injec
 counts, class count, embedding sizes), so a third instrument or another decoder is a YAML change.
 Labels are used only by losses and metrics: the front end normalises with pooled statistics, never
 per instrument (the research needed the label to normalise and so could not run on unlabelled audio).
+The statistics are an argument of `build_timbre_model`: the caller loads them (stats/ does), so this
+module needs no data. Orchestration (training, export, transfer, logging) uses the model only through
+its methods (`style_of`, `transfer`, `normalization_stats`, `set_prototypes`, `prototype`, ...), never
+through its submodules or buffers.
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -19,7 +24,7 @@ from torch.func import functional_call
 from audiostyle.platform.config.schema import ExperimentConfig
 from audiostyle.platform.core.registry import build
 
-logger = logging.getLogger(__name__)
+Statistics = tuple[Tensor | np.ndarray, Tensor | np.ndarray]  # (mean, std), each [2, num_bins]
 
 ROLES = ("reconstruction", "infonce", "margin", "hsic", "adversarial")
 # Content frames per clip paired with the clip's style for HSIC (see `hsic_pairs`).
@@ -78,6 +83,36 @@ class TimbreTransferModel(nn.Module):
     def style_of(self, audio: Tensor) -> Tensor:
         """Style embeddings [B, style_dim] of waveforms [B, N]."""
         return self.style_encoder(self.features(audio))
+
+    @property
+    def style_dim(self) -> int:
+        """Size of a style embedding (and of each prototype)."""
+        return int(self.prototypes.shape[1])
+
+    # -- statistics and prototypes: what checkpoints, bundles and transfer read and set ---------------------
+    def normalization_stats(self) -> tuple[Tensor, Tensor]:
+        """(mean, std) [2, num_bins] the front end normalises with, as CPU copies (a checkpoint records them)."""
+        return self.frontend.mean.detach().cpu().clone(), self.frontend.std.detach().cpu().clone()
+
+    @torch.no_grad()
+    def set_prototypes(self, prototypes: Tensor) -> None:
+        """Install per-instrument style prototypes [C, style_dim] (export computes them on the training
+        set) and mark every instrument as seen, so validation and transfer use them as they are."""
+        if tuple(prototypes.shape) != tuple(self.prototypes.shape):
+            raise ValueError(f"prototypes shaped {tuple(prototypes.shape)}, the model holds "
+                             f"{tuple(self.prototypes.shape)} (instruments x style_dim)")
+        self.prototypes.copy_(prototypes.to(self.prototypes))
+        self.prototype_seen.fill_(True)
+
+    def prototype(self, instrument: int | str) -> Tensor:
+        """The style prototype [style_dim] of one instrument, by class index or name."""
+        index = self.instruments.index(instrument) if isinstance(instrument, str) else int(instrument)
+        return self.prototypes[index]
+
+    def prototypes_for(self, labels: Tensor | Sequence[int]) -> Tensor:
+        """Prototypes [B, style_dim] of a batch of class indices (e.g. each clip's transfer target)."""
+        index = labels if torch.is_tensor(labels) else torch.tensor(list(labels), device=self.prototypes.device)
+        return self.prototypes[index]
 
     # -- training -----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -213,19 +248,19 @@ def time_variation_ratio(pred: Tensor, target: Tensor) -> Tensor:
     return variation(pred) / variation(target).clamp_min(1e-8)
 
 
-def build_timbre_model(cfg: ExperimentConfig, *, load_statistics: bool = True) -> TimbreTransferModel:
+def build_timbre_model(cfg: ExperimentConfig, *, stats: Statistics | None = None) -> TimbreTransferModel:
     """Build every part from `cfg` through the registry, injecting the sizes that follow from the config.
 
-    load_statistics: set the front end's normalisation from `audiostyle.stats.normalization_stats.
-    load_stats(cfg)` (errors name the missing file). False leaves identity statistics, for callers that
-    restore them from a checkpoint's state (the front end's mean/std are buffers in the state_dict).
+    stats: (mean, std) the front end normalises with, as `audiostyle.stats.normalization_stats.
+    load_stats(cfg)` pools them from the instruments' statistics files. None leaves identity statistics,
+    for callers that restore them from a checkpoint's or bundle's state_dict (they are buffers there).
     """
     m = cfg.model
     sr = cfg.data.sample_rate
     num_classes = len(cfg.instruments)
     frontend = build("frontend", m.frontend, path="model.frontend", sample_rate=sr)
-    if load_statistics:
-        _load_statistics(frontend, cfg)
+    if stats is not None:
+        frontend.set_stats(*stats)
     style = build("encoder", m.style_encoder, path="model.style_encoder", in_bins=frontend.num_bins,
                   num_classes=num_classes)
     content = build("encoder", m.content_encoder, path="model.content_encoder", in_bins=frontend.num_bins,
@@ -236,13 +271,3 @@ def build_timbre_model(cfg: ExperimentConfig, *, load_statistics: bool = True) -
                  num_classes=num_classes)
     losses = {role: build("loss", spec, path=f"losses.{role}", sample_rate=sr) for role, spec in cfg.losses.items()}
     return TimbreTransferModel(frontend, style, content, decoder, disc, losses, cfg.instrument_names)
-
-
-def _load_statistics(frontend: nn.Module, cfg: ExperimentConfig) -> None:
-    try:
-        from audiostyle.stats.normalization_stats import load_stats
-    except ImportError:  # the stats package is optional at import time for component-only installs
-        logger.warning("audiostyle.stats.normalization_stats is unavailable: identity normalisation is used")
-        return
-    mean, std = load_stats(cfg)
-    frontend.set_stats(mean, std)

@@ -206,11 +206,13 @@ def compute_default_stats(instrument_dir: str | Path, *, sample_rate: int, progr
 
 # ---------------------------------------------------------------------------------------------- load
 def frontend_settings_of(cfg: Any) -> dict[str, Any]:
-    """The settings of the experiment's front end (built from the config, so defaults count too)."""
-    from audiostyle.platform.core.registry import build
+    """The analysis settings of the experiment's front end: its YAML arguments over the component's
+    defaults, read from the config (building a front end just to ask would set up its CQT kernels)."""
+    from audiostyle.platform.core.registry import resolved_arguments
 
-    frontend = build("frontend", cfg.model.frontend, path="model.frontend", sample_rate=cfg.data.sample_rate)
-    return _frontend_settings(frontend)
+    args = resolved_arguments("frontend", cfg.model.frontend, path="model.frontend",
+                              sample_rate=cfg.data.sample_rate)
+    return {key: args[key] for key in SETTING_KEYS if key in args}
 
 
 def instrument_stats_path(name: str, data: str) -> Path | None:

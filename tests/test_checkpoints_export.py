@@ -35,8 +35,8 @@ def trained(demo_root, tmp_path_factory):
         f"data.root={demo_root}", "data.segment_seconds=1.0", "model.style_encoder.dim=32",
         "model.content_encoder.dim=32", "model.decoder.dim=32", "model.discriminator.hidden=32"])
     torch.manual_seed(0)
-    model = build_timbre_model(cfg)
     mean, std = load_stats(cfg)
+    model = build_timbre_model(cfg, stats=(mean, std))
     return cfg, model, (mean.numpy(), std.numpy())
 
 

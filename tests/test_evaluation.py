@@ -90,8 +90,8 @@ def _export_tiny_bundle(cfg, storage: Path, out: Path, data_root: Path) -> Path:
     from audiostyle.stats.normalization_stats import load_stats
 
     torch.manual_seed(0)
-    model = build_timbre_model(cfg)
     mean, std = load_stats(cfg)
+    model = build_timbre_model(cfg, stats=(mean, std))
     state = {"step": 6, "phase": "reconstruction", "metrics": {"val/recon": 1.0}, "instruments": cfg.instrument_names,
              "run_name": cfg.run_name, "seed": 0}
     ckpt = save_checkpoint(storage / cfg.run_name / "checkpoint_000000", TrainingCheckpoint(

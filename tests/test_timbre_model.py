@@ -12,6 +12,7 @@ import torch
 from audiostyle.components.timbre_transfer import ROLES, build_timbre_model
 from audiostyle.platform.config.loader import config_from_dict, load_experiment
 from audiostyle.platform.config.schema import to_dict
+from audiostyle.stats.normalization_stats import load_stats
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 SR = 22050
@@ -70,7 +71,7 @@ def install_stats(model, audio: torch.Tensor) -> None:
 def test_terms_gradients_and_prototypes(num_instruments):
     torch.manual_seed(0)
     cfg = tiny_config(num_instruments)
-    model = build_timbre_model(cfg, load_statistics=False)
+    model = build_timbre_model(cfg)
     assert model.prototypes.shape == (num_instruments, model.style_encoder.dim)
     assert model.discriminator.num_classes == num_instruments
     audio, labels = paired_set(0.5, num_instruments)
@@ -95,7 +96,7 @@ def test_terms_gradients_and_prototypes(num_instruments):
 
 
 def test_only_active_terms_are_computed():
-    model = build_timbre_model(tiny_config(), load_statistics=False)
+    model = build_timbre_model(tiny_config())
     audio, labels = paired_set(0.5)
     terms = model.generator_terms(audio, labels, sampling_prob=0.0, active={"reconstruction", "hsic"})
     assert {k for k in terms if not k.startswith("diag/")} == {"reconstruction", "hsic"}
@@ -104,7 +105,7 @@ def test_only_active_terms_are_computed():
 @pytest.mark.parametrize("seconds", [0.3, 0.75, 1.2])
 def test_inference_shapes_and_cache_for_several_lengths(seconds):
     torch.manual_seed(0)
-    model = build_timbre_model(tiny_config(), load_statistics=False).eval()
+    model = build_timbre_model(tiny_config()).eval()
     audio, labels = paired_set(seconds)
     install_stats(model, audio)
     style = model.style_of(audio)
@@ -116,7 +117,7 @@ def test_inference_shapes_and_cache_for_several_lengths(seconds):
 
 
 def test_validation_metrics_report_the_contract_keys():
-    model = build_timbre_model(tiny_config(3), load_statistics=False).eval()
+    model = build_timbre_model(tiny_config(3)).eval()
     audio, labels = paired_set(0.5, 3)
     install_stats(model, audio)
     metrics = model.validation_metrics(audio, labels)
@@ -134,7 +135,7 @@ def test_reconstruction_training_learns_a_spectrogram_that_moves_in_time():
     run, the free-running (autoregressive, cached) output must follow the target frame by frame."""
     torch.manual_seed(0)
     model = build_timbre_model(tiny_config(2, "+model.decoder.dropout=0.0", "+model.style_encoder.dropout=0.0",
-                                           "+model.content_encoder.dropout=0.0"), load_statistics=False)
+                                           "+model.content_encoder.dropout=0.0"))
     audio, labels = paired_set(0.75)
     install_stats(model, audio)
     opt = torch.optim.Adam(model.generator_parameters(), lr=3e-3)
@@ -174,9 +175,9 @@ def test_reconstruction_training_learns_a_spectrogram_that_moves_in_time():
 
 def test_build_installs_pooled_statistics_and_bundle_path_keeps_identity():
     cfg = tiny_config()
-    loaded = build_timbre_model(cfg)  # falls back to the committed demo stats for piano and violin
+    loaded = build_timbre_model(cfg, stats=load_stats(cfg))  # the committed demo stats for piano and violin
     assert not torch.allclose(loaded.frontend.scale, torch.ones_like(loaded.frontend.scale))
-    restored = build_timbre_model(cfg, load_statistics=False)  # a checkpoint's state_dict brings them
+    restored = build_timbre_model(cfg)  # a checkpoint's state_dict brings them
     assert torch.equal(restored.frontend.scale, torch.ones_like(restored.frontend.scale))
     restored.load_state_dict(loaded.state_dict())
     torch.testing.assert_close(restored.frontend.scale, loaded.frontend.scale)

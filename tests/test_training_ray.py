@@ -174,9 +174,10 @@ def test_tensorboard_gets_scalars_audio_and_spectrograms_per_instrument(tiny_con
     from audiostyle.components.timbre_transfer import build_timbre_model
     from audiostyle.datasets.streaming import make_loader
     from audiostyle.platform.training.progress_log import TrainingLogger
+    from audiostyle.stats.normalization_stats import load_stats
 
     cfg = tiny_config()
-    model = build_timbre_model(cfg)
+    model = build_timbre_model(cfg, stats=load_stats(cfg))
     batch = next(iter(make_loader(cfg, "val", seed=0)))
     log = TrainingLogger(tmp_path / "tb", enabled=True, run_name="t", sample_rate=cfg.data.sample_rate,
                          instruments=cfg.instrument_names)

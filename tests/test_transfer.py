@@ -78,8 +78,8 @@ def bundle(demo_root, tmp_path_factory):
         f"data.root={demo_root}", "data.segment_seconds=1.0", "model.style_encoder.dim=32",
         "model.content_encoder.dim=32", "model.decoder.dim=32", "model.discriminator.hidden=32"])
     torch.manual_seed(0)
-    model = build_timbre_model(cfg)
     mean, std = load_stats(cfg)
+    model = build_timbre_model(cfg, stats=(mean, std))
     state = {"step": 1, "phase": "reconstruction", "metrics": {}, "instruments": cfg.instrument_names,
              "run_name": "t", "seed": 0}
     ckpt = save_checkpoint(tmp / "runs" / "t" / "checkpoint_000000",

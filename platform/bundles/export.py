@@ -142,9 +142,7 @@ def _install_training_prototypes(model: TimbreTransferModel, cfg: ExperimentConf
                                                device=device)
     except (AudiostyleError, OSError) as exc:
         return {"source": "checkpoint running average (training data unavailable)", "reason": str(exc)}
-    model.prototypes.copy_(protos.to(model.prototypes))
-    if hasattr(model, "prototype_seen"):
-        model.prototype_seen.fill_(True)
+    model.set_prototypes(protos)
     return {"source": "training set", "seconds_per_instrument": used}
 
 
@@ -157,7 +155,7 @@ def _write_bundle_files(folder: Path, model: TimbreTransferModel, cfg: Experimen
     meta = {
         "format_version": FORMAT_VERSION, "instruments": cfg.instrument_names,
         "sample_rate": cfg.data.sample_rate, "segment_seconds": cfg.data.segment_seconds,
-        "style_dim": int(model.prototypes.shape[1]), "provenance": provenance,
+        "style_dim": model.style_dim, "provenance": provenance,
         "files": describe_files(folder, (MODEL_FILE, CONFIG_FILE, STATS_FILE)),
     }
     (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=float))

@@ -62,7 +62,7 @@ def build_untrained_model(cfg: ExperimentConfig) -> TimbreTransferModel:
     the weights restore, so building needs no data or stats files."""
     from audiostyle.components.timbre_transfer import build_timbre_model
 
-    return build_timbre_model(cfg, load_statistics=False)
+    return build_timbre_model(cfg)
 
 
 def load_bundle(path: str | Path, *, map_location: str = "cpu") -> tuple[TimbreTransferModel, ExperimentConfig,

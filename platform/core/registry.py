@@ -180,14 +180,28 @@ def _check_type_like_default(value: Any, default: Any, *, path: str) -> None:
         raise ConfigError(f"expected {expected.__name__} (like the default {default!r}), got {value!r}", path=path)
 
 
+def _taken(sig: inspect.Signature, injected: Mapping[str, Any]) -> dict[str, Any]:
+    """The injected arguments a signature takes (a component need not accept every injected name)."""
+    return {k: v for k, v in injected.items() if k in sig.parameters or _accepts_var_kwargs(sig)}
+
+
 def build(kind: str, spec: Mapping[str, Any], *, path: str = "", **injected: Any) -> Any:
     """Build a component from its YAML node, passing only the injected arguments its signature takes."""
     validate_spec(kind, spec, path=path)
     name, kwargs = split_spec(spec, kind=kind, path=path)
     target = registry(kind).get(name, path=path)
-    sig = inspect.signature(target)
-    extra = {k: v for k, v in injected.items() if k in sig.parameters or _accepts_var_kwargs(sig)}
-    return target(**kwargs, **extra)
+    return target(**kwargs, **_taken(inspect.signature(target), injected))
+
+
+def resolved_arguments(kind: str, spec: Mapping[str, Any], *, path: str = "", **injected: Any) -> dict[str, Any]:
+    """The arguments `build` would call the component with, its signature's defaults included, without
+    building it (statistics are checked against the front end's settings this way, with no STFT set up)."""
+    validate_spec(kind, spec, path=path)
+    name, kwargs = split_spec(spec, kind=kind, path=path)
+    sig = inspect.signature(registry(kind).get(name, path=path))
+    defaults = {p.name: p.default for p in sig.parameters.values()
+                if p.name != "self" and p.default is not inspect.Parameter.empty}
+    return {**defaults, **_taken(sig, injected), **kwargs}
 
 
 def describe(kind: str) -> list[tuple[str, str, list[tuple[str, str]]]]:

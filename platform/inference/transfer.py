@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +23,12 @@ import torch
 from audiostyle.datasets import audio_io
 from audiostyle.platform.core.atomic_files import atomic_write
 from audiostyle.platform.core.errors import DataError, did_you_mean
+
+if TYPE_CHECKING:
+    from audiostyle.components.timbre_transfer import TimbreTransferModel
+    from audiostyle.platform.config.schema import ExperimentConfig
+
+LoadedBundle = tuple["TimbreTransferModel", "ExperimentConfig", dict[str, Any]]  # what load_bundle returns
 
 AUDIO_EXTENSIONS = audio_io.AUDIO_EXTENSIONS  # wav, flac, ogg, mp3 and the other formats libsndfile reads
 SILENCE_PEAK = 1e-4  # -80 dBFS: below this a file holds no notes to transfer
@@ -123,7 +130,7 @@ class Transferer:
 
     def __init__(self, bundle: str | Path | None = None, device: str = "cpu", *, chunk_seconds: float | None = None,
                  overlap_seconds: float | None = None, use_cache: bool = True, batch_size: int = 8,
-                 loaded: tuple | None = None):
+                 loaded: LoadedBundle | None = None):
         if loaded is None:
             from audiostyle.platform.bundles.load import load_bundle
 
@@ -141,8 +148,8 @@ class Transferer:
         self.batch_size = batch_size
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module, cfg, meta: dict | None = None, device: str = "cpu",
-                   **kwargs) -> Transferer:
+    def from_model(cls, model: TimbreTransferModel, cfg: ExperimentConfig, meta: dict[str, Any] | None = None,
+                   device: str = "cpu", **kwargs: Any) -> Transferer:
         """Wrap an in-memory TimbreTransferModel (e.g. straight after training) instead of a bundle."""
         return cls(device=device, loaded=(model, cfg, meta or {}), **kwargs)
 
@@ -157,7 +164,7 @@ class Transferer:
                   reference_sr: int | None = None) -> torch.Tensor:
         """The style vector [1, d]: the training-set prototype of `to`, or the mean style of a reference clip."""
         if reference is None:
-            return self.model.prototypes[self.check_instrument(to)].detach().to(self.device)[None]
+            return self.model.prototype(self.check_instrument(to)).detach().to(self.device)[None]
         if isinstance(reference, (str, Path)):
             ref = read_audio(reference, self.sample_rate)
         else:

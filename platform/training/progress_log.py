@@ -2,7 +2,7 @@
 
 Only rank 0 logs (the training loop passes `enabled=False` elsewhere), so one run writes one TensorBoard
 event stream under `<storage>/<run>/tensorboard` and one progress line per `log_every` steps. The model is
-used only through its public methods (`style_of`, `transfer`, `prototypes`), never its internals.
+used only through its public methods (`style_of`, `transfer`, `prototypes_for`), never its internals.
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ import io
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from audiostyle.components.timbre_transfer import TimbreTransferModel
 
 logger = logging.getLogger("audiostyle.train")
 
@@ -105,7 +108,7 @@ class TrainingLogger:
             self.writer.add_text(tag, text, step)
 
     @torch.no_grad()
-    def examples(self, step: int, model: torch.nn.Module, audio: torch.Tensor, labels: torch.Tensor,
+    def examples(self, step: int, model: TimbreTransferModel, audio: torch.Tensor, labels: torch.Tensor,
                  count: int) -> None:
         """Input, reconstruction (own style) and transfer (next instrument's prototype) as audio and images."""
         if self.writer is None or count <= 0:
@@ -121,7 +124,7 @@ class TrainingLogger:
             recon = model.transfer(audio, model.style_of(audio))
             num_classes = len(self.instruments)
             targets = (labels + 1) % num_classes
-            transfer = model.transfer(audio, model.prototypes[targets])
+            transfer = model.transfer(audio, model.prototypes_for(targets))
         finally:
             model.train(was_training)
         for i in range(audio.shape[0]):

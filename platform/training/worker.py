@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray.train
@@ -51,11 +51,14 @@ from audiostyle.platform.training.curriculum import Curriculum
 from audiostyle.platform.training.lr_schedule import make_scheduler
 from audiostyle.platform.training.progress_log import ProgressMeter, TrainingLogger, progress_line
 
+if TYPE_CHECKING:
+    from audiostyle.components.timbre_transfer import TimbreTransferModel
+
 
 class TrainingStep(torch.nn.Module):
     """Routes the model's two training computations through forward(), the only call DDP synchronizes."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: TimbreTransferModel):
         super().__init__()
         self.model = model
 
@@ -101,6 +104,7 @@ class WorkerTrainer:
 
     def __init__(self, cfg: ExperimentConfig, loop_config: dict[str, Any]):
         from audiostyle.components.timbre_transfer import build_timbre_model
+        from audiostyle.stats.normalization_stats import load_stats
 
         self.cfg = cfg
         self.hooks = loop_config.get("test_hooks") or {}
@@ -116,7 +120,7 @@ class WorkerTrainer:
         checkpoint = ray.train.get_checkpoint()
         # a resumed model gets its normalization statistics from the checkpoint's state_dict, so a run
         # never silently switches statistics because a stats file changed on disk in between
-        self.model = build_timbre_model(cfg, load_statistics=checkpoint is None)
+        self.model = build_timbre_model(cfg, stats=load_stats(cfg) if checkpoint is None else None)
         self.step = 0
         self.batches_seen = 0
         restored = self._restore_model(checkpoint)
@@ -299,7 +303,7 @@ class WorkerTrainer:
         state = {"step": self.step, "phase": metrics["phase"], "metrics": metrics,
                  "instruments": self.cfg.instrument_names, "run_name": self.cfg.run_name, "seed": self.cfg.seed,
                  "world_size": self.world, "overrides": self.overrides}
-        mean, std = (s.detach().cpu().numpy() for s in (self.model.frontend.mean, self.model.frontend.std))
+        mean, std = (s.numpy() for s in self.model.normalization_stats())
         save_checkpoint(directory, TrainingCheckpoint(self.model.state_dict(), optim_state, state,
                                                       to_dict(self.cfg), (mean, std)))
 

@@ -58,7 +58,7 @@ def test_audio(batch: int, seconds: float, sample_rate: int, seed: int = 0) -> t
 
 def build(config: str, overrides: tuple[str, ...], device: torch.device):
     cfg = load_experiment(config, list(overrides))
-    return cfg, build_timbre_model(cfg, load_statistics=False).to(device)
+    return cfg, build_timbre_model(cfg).to(device)
 
 
 def measure_step(config: str, variant: str, device_name: str, steps: int) -> dict:

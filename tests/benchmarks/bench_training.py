@@ -41,10 +41,11 @@ def plain_loop(cfg, device: str, threads: int) -> dict[str, float]:
     from audiostyle.components.timbre_transfer import build_timbre_model
     from audiostyle.datasets.streaming import make_loader
     from audiostyle.platform.training.curriculum import Curriculum
+    from audiostyle.stats.normalization_stats import load_stats
 
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
-    model = build_timbre_model(cfg).to(device)
+    model = build_timbre_model(cfg, stats=load_stats(cfg)).to(device)
     cur = Curriculum.from_config(cfg)
     gen = torch.optim.AdamW(model.generator_parameters(), lr=cfg.optim.lr)
     disc = torch.optim.AdamW(model.discriminator_parameters(), lr=cfg.optim.disc_lr)

@@ -35,7 +35,7 @@ def main() -> None:
 
     cfg = load_experiment(args.experiment)
     torch.manual_seed(0)
-    model = build_timbre_model(cfg, load_statistics=False)
+    model = build_timbre_model(cfg)
     params = sum(p.numel() for p in model.parameters())
     sr = cfg.data.sample_rate
     t = np.arange(int(args.seconds * sr)) / sr
