@@ -4,8 +4,9 @@ Pieces are split by piece (train/val/test) with a seed. Train and val pieces are
 the test split is paired: the same test pieces, with the same notes, on every instrument
 (recording_id = piece id), their note lists kept in `<out_root>/notes/<piece_id>.json`. An optional
 `heldout` split renders the test pieces with a SoundFont not used for training. Audio is written as FLAC
-into `<out_root>/.render/` with a JSONL manifest, then ingested into shards by `datasets.ingest` and
-summarised into normalization statistics by `stats.normalization_stats`.
+into `<out_root>/.render/` with a JSONL manifest, then ingested into shards by `datasets.ingest`.
+Normalization statistics are not made here (datasets/ does not depend on stats/): the platform's data
+job, `audiostyle.platform.data.prepare.prepare_demo`, runs this and then computes them.
 """
 
 from __future__ import annotations
@@ -220,47 +221,43 @@ def render_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("pian
                 heldout_soundfont: bool = True, progress: bool = False, sample_rate: int = 22050,
                 cache_dir: str | os.PathLike | None = None,
                 soundfont_dirs: Sequence[str | os.PathLike] | None = None) -> dict:
-    """Render, ingest and summarise demo instruments under `out_root`; returns what was made.
+    """Render and ingest demo instruments under `out_root`; returns what was made.
 
-    `<out_root>/<instrument>/` gets shards + manifest.json + stats.npz, `<out_root>/notes/` the paired
-    test note lists. Defaults make a CI-sized set (about a minute of audio per instrument, seconds of
-    work); `minutes=30` a real local one. Re-running with the same arguments reuses the staged FLAC,
-    shards and statistics. The result is stage_demo's plus, per instrument, the manifest and stats
-    paths and seconds per split.
+    `<out_root>/<instrument>/` gets shards + manifest.json, `<out_root>/notes/` the paired test note
+    lists. Defaults make a CI-sized set (about a minute of audio per instrument, seconds of work);
+    `minutes=30` a real local one. Re-running with the same arguments reuses the staged FLAC and the
+    shards. The result is stage_demo's plus, per instrument, the manifest path and seconds per split.
     """
     result = stage_demo(out_root, instruments, seconds_per_instrument=seconds_per_instrument, minutes=minutes,
                         seed=seed, heldout_soundfont=heldout_soundfont, progress=progress, sample_rate=sample_rate,
                         cache_dir=cache_dir, soundfont_dirs=soundfont_dirs)
     for name, info in result["instruments"].items():
-        info.update(_ingest_and_stats(name, Path(info["source_manifest"]), Path(out_root) / name,
-                                      sample_rate=sample_rate, seed=seed, progress=progress))
+        info.update(_ingest(name, Path(info["source_manifest"]), Path(out_root) / name,
+                            sample_rate=sample_rate, seed=seed, progress=progress))
     return result
 
 
-def _ingest_and_stats(instrument: str, source_manifest: Path, instrument_dir: Path, *, sample_rate: int, seed: int,
-                      progress: bool) -> dict:
-    """Shards via datasets.ingest, then stats.npz via stats.normalization_stats.
+def _ingest(instrument: str, source_manifest: Path, instrument_dir: Path, *, sample_rate: int, seed: int,
+            progress: bool) -> dict:
+    """Shards via datasets.ingest.
 
-    A stamp beside the staged audio records the manifest.json checksum those produced; when it still
-    matches (a re-run with the same arguments), both steps are skipped.
+    A stamp beside the staged audio records the manifest.json checksum ingest produced; when it still
+    matches (a re-run with the same arguments), ingest is skipped.
     """
     stamp_path = source_manifest.with_name("ingested.json")
     manifest_json = instrument_dir / "manifest.json"
     try:
         stamp = json.loads(stamp_path.read_text())
-        if (stamp["source_sha256"] == sha256_file(source_manifest) and stamp["manifest_sha256"] == sha256_file(manifest_json)
-                and Path(stamp["stats"]).is_file()):
-            return {k: stamp[k] for k in ("dir", "manifest", "stats", "seconds")}
+        if stamp["source_sha256"] == sha256_file(source_manifest) and stamp["manifest_sha256"] == sha256_file(manifest_json):
+            return {k: stamp[k] for k in ("dir", "manifest", "seconds")}
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no stamp, or a stale/damaged one: ingest again (itself idempotent)
 
     from audiostyle.datasets.ingest import add_instrument
-    from audiostyle.stats.normalization_stats import compute_default_stats
 
     manifest = add_instrument(instrument, source_manifest, instrument_dir, sample_rate=sample_rate, seed=seed,
                               progress=progress)
-    stats_path = compute_default_stats(instrument_dir, sample_rate=sample_rate, progress=progress)
-    info = {"dir": str(instrument_dir), "manifest": str(manifest_json), "stats": str(stats_path),
+    info = {"dir": str(instrument_dir), "manifest": str(manifest_json),
             "seconds": {name: split["seconds"] for name, split in manifest["splits"].items()}}
     write_json_atomic(stamp_path, {**info, "source_sha256": sha256_file(source_manifest),
                                    "manifest_sha256": sha256_file(manifest_json)})

@@ -24,10 +24,10 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """piano, violin and cello rendered from real SoundFont samples, sharded, with stats and notes."""
-    from audiostyle.datasets.demo_render import render_demo
+    from audiostyle.platform.data.prepare import prepare_demo
 
     root = tmp_path_factory.mktemp("demo")
-    render_demo(root, instruments=("piano", "violin", "cello"), seconds_per_instrument=40, seed=0)
+    prepare_demo(root, instruments=("piano", "violin", "cello"), seconds_per_instrument=40, seed=0)
     return root
 
 

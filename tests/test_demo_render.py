@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiostyle.datasets.demo_render import plan_recordings, render_demo, split_of, stage_demo
+from audiostyle.datasets.demo_render import plan_recordings, split_of, stage_demo
 from audiostyle.datasets.demo_scores import catalog, fit_shift, load_line, realize
 from audiostyle.datasets.soundfonts import (
     INSTRUMENTS,
@@ -174,7 +174,7 @@ def test_heldout_is_skipped_and_reported_with_timgm_only(tmp_path, score_cache, 
 
 
 def test_render_demo_output_is_ready_for_training(demo_root):
-    """The shared fixture (render_demo, default SoundFonts): shards, manifest, stats and notes per instrument."""
+    """The shared fixture (prepare_demo, default SoundFonts): shards, manifest, stats and notes per instrument."""
     notes = sorted(p.stem for p in (demo_root / "notes").glob("*.json"))
     assert notes
     for name in ("piano", "violin", "cello"):
@@ -186,7 +186,9 @@ def test_render_demo_output_is_ready_for_training(demo_root):
 
 
 def test_render_demo_rerun_reuses_everything(demo_root):
+    from audiostyle.platform.data.prepare import prepare_demo
+
     manifest = (demo_root / "piano" / "manifest.json").read_bytes()
-    result = render_demo(demo_root, instruments=("piano", "violin", "cello"), seconds_per_instrument=40, seed=0)
+    result = prepare_demo(demo_root, instruments=("piano", "violin", "cello"), seconds_per_instrument=40, seed=0)
     assert result["rendered_seconds"] == 0.0
     assert (demo_root / "piano" / "manifest.json").read_bytes() == manifest

@@ -1,7 +1,8 @@
-"""`audiostyle data`: add an instrument dataset, render the demo instruments, summarise a dataset folder.
+"""`audiostyle data`: add an instrument dataset, render the demo instruments, summarise a dataset folder,
+regenerate the committed demo statistics.
 
-Only argparse is imported at module level; ingest, rendering and their heavy dependencies load inside
-the run functions so `audiostyle --help` stays instant.
+Only argparse is imported at module level; the data job (platform/data/prepare.py) and its heavy
+dependencies load inside the run functions so `audiostyle --help` stays instant.
 """
 
 from __future__ import annotations
@@ -73,6 +74,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     info.add_argument("dir", metavar="DIR", help="instrument folder or URL prefix holding manifest.json, or a root")
     info.set_defaults(func=run_info)
 
+    regen = dsub.add_parser("demo-stats", help="regenerate the committed statistics of the demo instruments",
+                            description="Render the default demo instruments into a temporary folder and copy "
+                                        "their normalization statistics into the package's stats/demo/ (the "
+                                        "fallback for instrument folders without a stats.npz). Run it after "
+                                        "changing the renderer or the default front end.")
+    regen.add_argument("--minutes", type=float, default=None, help="minutes of audio per instrument "
+                       "(default: the renderer's CI-sized set)")
+    regen.add_argument("--out", metavar="DIR", default=None, help="write here instead of stats/demo/")
+    regen.set_defaults(func=run_demo_stats)
+
 
 def _yaml_line(name: str, location: str) -> str:
     return f"  - {{name: {name}, data: \"{location}\"}}"
@@ -81,10 +92,9 @@ def _yaml_line(name: str, location: str) -> str:
 def run_add(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from audiostyle.datasets.ingest import add_instrument
     from audiostyle.datasets.manifest import summary_lines
     from audiostyle.platform.core.errors import ConfigError
-    from audiostyle.stats.normalization_stats import compute_default_stats
+    from audiostyle.platform.data.prepare import add_instrument_dataset
 
     try:
         fractions = tuple(float(x) for x in args.split.split(","))
@@ -93,11 +103,11 @@ def run_add(args: argparse.Namespace) -> int:
     if len(fractions) != 3:
         raise ConfigError(f"--split must be three comma-separated numbers (train,val,test), got {args.split!r}")
     out = Path(args.out or Path("data") / args.instrument)
-    manifest = add_instrument(args.instrument, args.source, out, sample_rate=args.sample_rate,
-                              segment_seconds=args.segment_seconds,
-                              shard_max_bytes=int(args.shard_size_mb * 1024 * 1024), split_fractions=fractions,
-                              seed=args.seed, progress=not args.no_progress)
-    stats = compute_default_stats(out, sample_rate=args.sample_rate, progress=not args.no_progress)
+    manifest, stats = add_instrument_dataset(args.instrument, args.source, out, sample_rate=args.sample_rate,
+                                             segment_seconds=args.segment_seconds,
+                                             shard_max_bytes=int(args.shard_size_mb * 1024 * 1024),
+                                             split_fractions=fractions, seed=args.seed,
+                                             progress=not args.no_progress)
     print(f"wrote {out}/ (shards, manifest.json, normalization statistics {stats.name})")
     print("\n".join(summary_lines(manifest)))
     print("\nAdd this line under `instruments:` in your experiment YAML:")
@@ -108,11 +118,11 @@ def run_add(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from audiostyle.datasets.demo_render import render_demo
     from audiostyle.datasets.manifest import read_manifest, summary_lines
+    from audiostyle.platform.data.prepare import prepare_demo
 
     names = tuple(n.strip() for n in args.instruments.split(",") if n.strip())
-    render_demo(args.out, names, seconds_per_instrument=args.seconds, minutes=args.minutes, seed=args.seed,
+    prepare_demo(args.out, names, seconds_per_instrument=args.seconds, minutes=args.minutes, seed=args.seed,
                 heldout_soundfont=not args.no_heldout, progress=True)
     for name in names:
         print("\n".join(summary_lines(read_manifest(Path(args.out) / name))))
@@ -137,4 +147,12 @@ def run_info(args: argparse.Namespace) -> int:
                 print("\n".join(summary_lines(read_manifest(sub))))
             return 0
     print("\n".join(summary_lines(read_manifest(args.dir))))
+    return 0
+
+
+def run_demo_stats(args: argparse.Namespace) -> int:
+    from audiostyle.platform.data.prepare import regenerate_demo_stats
+
+    for path in regenerate_demo_stats(args.out, minutes=args.minutes):
+        print(f"wrote {path}")
     return 0

@@ -41,12 +41,12 @@ def _step(title: str, command: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import soundfile as sf
 
-    from audiostyle.datasets.demo_render import render_demo
     from audiostyle.datasets.paired import load_paired_test
     from audiostyle.platform.bundles.export import export_bundle
     from audiostyle.platform.checkpoints.index import best_checkpoint
     from audiostyle.platform.config.loader import load_experiment
     from audiostyle.platform.core.errors import ConfigError
+    from audiostyle.platform.data.prepare import prepare_demo
     from audiostyle.platform.inference.transfer import transfer_files
     from audiostyle.platform.training.driver import run_training
 
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     source, target = cfg.instrument_names[0], cfg.instrument_names[1]
 
     _step("1/4 render demo instruments", f"audiostyle data demo --out {args.data} --instruments {','.join(cfg.instrument_names)}")
-    render_demo(data_root, instruments=tuple(cfg.instrument_names), seconds_per_instrument=args.seconds,
+    prepare_demo(data_root, instruments=tuple(cfg.instrument_names), seconds_per_instrument=args.seconds,
                 seed=cfg.seed, progress=True)
 
     _step("2/4 train on the embedded local Ray", f"audiostyle train {args.experiment} data.root={args.data}")

@@ -51,10 +51,10 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     data = args.data
     if data is None:
-        from audiostyle.datasets.demo_render import render_demo
+        from audiostyle.platform.data.prepare import prepare_demo
 
         data = out / "demo"
-        render_demo(data, instruments=("piano", "violin"), seconds_per_instrument=60, seed=0)
+        prepare_demo(data, instruments=("piano", "violin"), seconds_per_instrument=60, seed=0)
 
     import ray
 

@@ -110,10 +110,10 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-training-"))
     data = args.data
     if data is None:
-        from audiostyle.datasets.demo_render import render_demo
+        from audiostyle.platform.data.prepare import prepare_demo
 
         data = tmp / "demo"
-        render_demo(data, instruments=("piano", "violin"), seconds_per_instrument=60, seed=0)
+        prepare_demo(data, instruments=("piano", "violin"), seconds_per_instrument=60, seed=0)
     cfg = bench_config(data, tmp / "runs", args.steps, args.override)
     gpu = torch.cuda.is_available()
     rows: list[tuple[str, dict[str, float]]] = []

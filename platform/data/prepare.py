@@ -1,0 +1,68 @@
+"""Instrument datasets made ready to train on: shards first (datasets/), then statistics (stats/).
+
+datasets/ and stats/ do not know each other's jobs: ingest and rendering write shards and a manifest,
+statistics are computed from those shards. This module runs the two in that order for `data add`,
+`data demo`, the quickstart and the tests, and regenerates the committed demo statistics
+(`data demo-stats`), so the data flow stays one way: audio -> shards -> statistics.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from audiostyle.platform.core.atomic_files import copy_atomic
+
+
+def add_instrument_dataset(instrument: str, source: str | Path, out: str | Path, *, sample_rate: int = 22050,
+                           segment_seconds: float = 10.0, shard_max_bytes: int | None = None,
+                           split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
+                           progress: bool = True) -> tuple[dict[str, Any], Path]:
+    """Ingest SOURCE into `out` (shards + manifest.json), then its statistics; (manifest, stats path)."""
+    from audiostyle.datasets.ingest import DEFAULT_SHARD_MAX_BYTES, add_instrument
+    from audiostyle.stats.normalization_stats import compute_default_stats
+
+    manifest = add_instrument(instrument, source, out, sample_rate=sample_rate, segment_seconds=segment_seconds,
+                              shard_max_bytes=shard_max_bytes or DEFAULT_SHARD_MAX_BYTES,
+                              split_fractions=split_fractions, seed=seed, progress=progress)
+    return manifest, compute_default_stats(out, sample_rate=sample_rate, progress=progress)
+
+
+def prepare_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano", "violin"), *,
+                 seconds_per_instrument: float | None = None, minutes: float | None = None, seed: int = 0,
+                 heldout_soundfont: bool = True, progress: bool = False, sample_rate: int = 22050,
+                 cache_dir: str | os.PathLike | None = None,
+                 soundfont_dirs: Sequence[str | os.PathLike] | None = None) -> dict[str, Any]:
+    """Render and ingest the demo instruments (datasets.demo_render.render_demo), then their statistics.
+
+    Returns render_demo's result with each instrument's `stats` path added. Statistics that already
+    summarise the current shards (a re-run with the same arguments) are kept, not recomputed.
+    """
+    from audiostyle.datasets.demo_render import render_demo
+    from audiostyle.stats.normalization_stats import compute_default_stats, current_stats
+
+    result = render_demo(out_root, instruments, seconds_per_instrument=seconds_per_instrument, minutes=minutes,
+                         seed=seed, heldout_soundfont=heldout_soundfont, progress=progress, sample_rate=sample_rate,
+                         cache_dir=cache_dir, soundfont_dirs=soundfont_dirs)
+    for name, info in result["instruments"].items():
+        folder = Path(out_root) / name
+        stats = current_stats(folder) or compute_default_stats(folder, sample_rate=sample_rate, progress=progress)
+        info["stats"] = str(stats)
+    return result
+
+
+def regenerate_demo_stats(out_dir: str | Path | None = None, *, minutes: float | None = None,
+                          progress: bool = True) -> list[Path]:
+    """Render the default demo instruments into a temporary folder and copy their statistics to
+    `out_dir` (default: the committed `stats/demo/`), the fallback of experiments whose instrument
+    folders hold no stats.npz."""
+    from audiostyle.stats.normalization_stats import DEMO_INSTRUMENTS, DEMO_STATS_DIR, STATS_NAME
+
+    target = Path(out_dir) if out_dir is not None else DEMO_STATS_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepare_demo(tmp, DEMO_INSTRUMENTS, minutes=minutes, seed=0, progress=progress)
+        return [copy_atomic(Path(tmp) / name / STATS_NAME, target / f"{name}.npz") for name in DEMO_INSTRUMENTS]
