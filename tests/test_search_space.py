@@ -14,9 +14,10 @@ import yaml
 
 from audiostyle.platform.config.loader import config_from_dict, load_experiment, load_raw
 from audiostyle.platform.core.errors import ConfigError
-from audiostyle.platform.sweeps.driver import asha_grace_period, open_study, optuna_params, prepare_resume
+from audiostyle.platform.sweeps.driver import asha_grace_period
 from audiostyle.platform.sweeps.report import write_report
 from audiostyle.platform.sweeps.space import SearchSpace
+from audiostyle.platform.sweeps.study import open_study, optuna_params, prepare_resume
 from audiostyle.platform.training.curriculum import Curriculum
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"

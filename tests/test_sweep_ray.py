@@ -81,7 +81,8 @@ def test_asha_stops_weak_trials_and_best_yaml_trains(ray_local, tiny_config, tmp
 
 def test_resume_runs_only_the_missing_trials(ray_local, tiny_config, tmp_path):
     from audiostyle.platform.core.errors import ConfigError
-    from audiostyle.platform.sweeps.driver import open_study, run_sweep
+    from audiostyle.platform.sweeps.driver import run_sweep
+    from audiostyle.platform.sweeps.study import open_study
 
     cfg, raw = sweep_config(tiny_config, num_trials=2, space={
         "optim.lr": {"float": [1.0e-4, 1.0e-2], "log": True},

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from audiostyle.platform.core.errors import ConfigError
+from audiostyle.platform.training.test_hooks import WorkerTestHooks
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -48,11 +49,11 @@ def reports(result) -> dict[int, dict]:
 @pytest.mark.ray
 def test_resume_after_stop_matches_uninterrupted_run(ray_local, tiny_config, tmp_path):
     cfg = tiny_config("train.max_steps=6", "train.val_every=2", "train.keep_top_k=3")  # keep all 3
-    full = train(cfg, tmp_path, "full", test_hooks={"probe_dir": str(tmp_path / "p_full")})
+    full = train(cfg, tmp_path, "full", test_hooks=WorkerTestHooks(probe_dir=str(tmp_path / "p_full")))
     # the same run name twice: the first stops after its step-2 report, the second resumes from there
-    first = train(cfg, tmp_path, "split", test_hooks={"stop_after_step": 2})
+    first = train(cfg, tmp_path, "split", test_hooks=WorkerTestHooks(stop_after_step=2))
     assert first.metrics["step"] == 2
-    resumed = train(cfg, tmp_path, "split", test_hooks={"probe_dir": str(tmp_path / "p_split")})
+    resumed = train(cfg, tmp_path, "split", test_hooks=WorkerTestHooks(probe_dir=str(tmp_path / "p_split")))
 
     (p_full,), (p_split,) = probes(tmp_path / "p_full"), probes(tmp_path / "p_split")
     assert p_full["started_at"] == 0 and p_split["started_at"] == 2
@@ -79,7 +80,7 @@ def test_resume_after_stop_matches_uninterrupted_run(ray_local, tiny_config, tmp
 def test_killed_worker_restarts_from_last_checkpoint(ray_local, tiny_config, tmp_path):
     cfg = tiny_config("train.max_steps=6", "train.val_every=2", "run.max_failures=2", "train.keep_top_k=1")
     marker = tmp_path / "killed.txt"
-    hooks = {"crash_at_step": 3, "crash_marker": str(marker), "probe_dir": str(tmp_path / "probe")}
+    hooks = WorkerTestHooks(crash_at_step=3, crash_marker=str(marker), probe_dir=str(tmp_path / "probe"))
     result = train(cfg, tmp_path, "crashy", test_hooks=hooks)
     assert marker.exists()  # rank 0 really died at step 3
     assert result.error is None and result.metrics["step"] == 6
@@ -95,7 +96,7 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_local, tiny_config, tmp
 def test_two_workers_step_together_with_identical_parameters(ray_local, tiny_config, tmp_path):
     # grad_accum=2 exercises DDP's no_sync on the first micro-batch; the last steps train the discriminator
     cfg = tiny_config("train.max_steps=5", "train.val_every=5", "optim.grad_accum=2")
-    result = train(cfg, tmp_path, "ddp", workers=2, test_hooks={"probe_dir": str(tmp_path / "probe")})
+    result = train(cfg, tmp_path, "ddp", workers=2, test_hooks=WorkerTestHooks(probe_dir=str(tmp_path / "probe")))
     r0, r1 = probes(tmp_path / "probe")
     assert (r0["rank"], r1["rank"]) == (0, 1)
     assert r0["batches"] == r1["batches"] == 10 and r0["step"] == r1["step"] == 5

@@ -28,6 +28,7 @@ import copy
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,7 +169,7 @@ class SearchSpace:
             self._check_path(dom)
         for dom in self.boundaries:
             self._check_boundary_domain(dom)
-        self._boundary_upper_limits(self.base)  # raises when the boundary ranges admit no valid order
+        self._check_boundary_order()
         for dom in self.domains:
             self._check_values(dom)
 
@@ -245,10 +246,12 @@ class SearchSpace:
         scale = max_steps if dom.high <= 1 else 1
         return math.ceil(dom.low * scale - 1e-9), math.floor(dom.high * scale + 1e-9)
 
-    def _boundary_upper_limits(self, data: dict[str, Any]) -> dict[int, int]:
-        """For each searched phase, the latest end step that leaves every later phase at least one step.
+    def _walk_boundaries(self, data: dict[str, Any], choose: Callable[[Domain, int, int], int]) -> dict[int, int]:
+        """Each searched phase's end step, phase by phase, as `choose(domain, earliest, latest)` picks it.
 
-        Raises ConfigError when even the earliest choices cannot be ordered."""
+        earliest is one step after the previous phase's end (as chosen), latest the last step that still
+        leaves every later phase a step. Returns {phase index: end step} in phase order; ConfigError
+        when a range leaves no valid step even after the earliest choices before it."""
         phases = data["curriculum"]["phases"]
         max_steps = int(data["train"]["max_steps"])
         searched = {d.phase: d for d in self.boundaries}
@@ -256,56 +259,56 @@ class SearchSpace:
             if k >= len(phases):
                 raise ConfigError(f"the curriculum has {len(phases)} phases (0 to {len(phases) - 1})",
                                   path=f"sweep.space.{searched[k].path}")
-        upper: dict[int, int] = {}
+        fixed = {k: boundary_step(float(phases[k]["until"]), max_steps) for k in range(len(phases)) if k not in searched}
+        latest: dict[int, int] = {}
         following = math.inf
         for k in reversed(range(len(phases))):
             if k in searched:
-                upper[k] = int(min(self._steps_range(searched[k], max_steps)[1], following - 1))
-                following = upper[k]
+                latest[k] = following = int(min(self._steps_range(searched[k], max_steps)[1], following - 1))
             else:
-                following = boundary_step(float(phases[k]["until"]), max_steps)
+                following = fixed[k]
+        chosen: dict[int, int] = {}
         previous = 0
         for k in range(len(phases)):
             if k not in searched:
-                previous = boundary_step(float(phases[k]["until"]), max_steps)
+                previous = fixed[k]
                 continue
-            earliest = max(self._steps_range(searched[k], max_steps)[0], previous + 1)
-            if earliest > upper[k]:
-                dom = searched[k]
+            dom = searched[k]
+            earliest = max(self._steps_range(dom, max_steps)[0], previous + 1)
+            if earliest > latest[k]:
                 raise ConfigError(
                     f"the range [{dom.low}, {dom.high}] leaves no valid boundary: after the previous phase "
-                    f"(step {previous}) it must end by step {upper[k]} so later phases keep a step "
+                    f"(step {previous}) it must end by step {latest[k]} so later phases keep a step "
                     f"(train.max_steps={max_steps})", path=f"sweep.space.{dom.path}",
                     hint="widen the range or move the neighbouring boundaries")
-            previous = earliest
-        return upper
+            chosen[k] = previous = choose(dom, earliest, latest[k])
+        return chosen
+
+    def _check_boundary_order(self) -> None:
+        """Raise when the boundary ranges admit no valid phase order (the earliest choices are the test)."""
+        self._walk_boundaries(self.base, lambda dom, earliest, latest: earliest)
 
     def latest_first_phase_end(self) -> int:
         """The latest step at which the first phase can end under any sample (ASHA's earliest fair rung)."""
+        ends = self._walk_boundaries(self.base, lambda dom, earliest, latest: latest)
         phases = self.base["curriculum"]["phases"]
-        max_steps = int(self.base["train"]["max_steps"])
-        upper = self._boundary_upper_limits(self.base)
-        return upper.get(0, boundary_step(float(phases[0]["until"]), max_steps))
+        return ends.get(0, boundary_step(float(phases[0]["until"]), int(self.base["train"]["max_steps"])))
 
     def _suggest_boundaries(self, trial: Any, data: dict[str, Any]) -> dict[str, Any]:
+        """Draw each searched boundary as a position in [0, 1] between its earliest and latest step."""
         max_steps = int(data["train"]["max_steps"])
-        phases = data["curriculum"]["phases"]
-        upper = self._boundary_upper_limits(data)
-        searched = {d.phase: d for d in self.boundaries}
+
+        def draw(dom: Domain, earliest: int, latest: int) -> int:
+            return earliest + int(round(trial.suggest_float(dom.param_name, 0.0, 1.0) * (latest - earliest)))
+
+        by_phase = {d.phase: d for d in self.boundaries}
         sample: dict[str, Any] = {}
-        previous = 0
-        for k in range(len(phases)):
-            dom = searched.get(k)
-            if dom is None:
-                previous = boundary_step(float(phases[k]["until"]), max_steps)
-                continue
-            earliest = max(self._steps_range(dom, max_steps)[0], previous + 1)
-            position = trial.suggest_float(dom.param_name, 0.0, 1.0)
-            step = earliest + int(round(position * (upper[k] - earliest)))
+        for k, step in self._walk_boundaries(data, draw).items():
+            dom = by_phase[k]
+            # written back in the unit of the domain: a fraction of max_steps if hi <= 1, else a step count
             value: Any = step if dom.kind == "int" else (step / max_steps if dom.high <= 1 else float(step))
             set_path(data, dom.path, value)
             sample[dom.path] = value
-            previous = step
         return sample
 
     # ------------------------------------------------------------------ sampling

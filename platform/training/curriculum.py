@@ -84,6 +84,12 @@ class Curriculum:
         """End of the first phase: the earliest step at which comparing runs is fair (ASHA's first rung)."""
         return self.ends[0]
 
+    def discriminator_steps(self) -> int:
+        """Steps (up to max_steps) in phases that train the discriminator: the length of its schedule."""
+        return sum(min(end, self.max_steps) - start
+                   for start, end, phase in zip(self.starts, self.ends, self.phases)
+                   if phase.discriminator and start < self.max_steps)
+
     def phase_index(self, step: int) -> int:
         for i, end in enumerate(self.ends):
             if step < end:

@@ -1,19 +1,23 @@
 """`run_training`: one experiment as a Ray Train V2 TorchTrainer run, on the embedded Ray or a cluster.
 
+This is the driver side: it runs in the process that calls it (the CLI's, or a Tune trial's driver in a
+sweep), starts or joins Ray, and builds and fits the TorchTrainer; the Train controller then starts the
+worker ranks, which run `training/worker.py`. The driver knows nothing about the model beyond its config.
+
 The run is named deterministically (`--name`, else `run.name`, else the experiment name) and stored at
 `<storage_path>/<name>/`, so running the same command again finds Ray's checkpoint snapshot there and
 resumes from the latest checkpoint. Checkpoints are ranked by `train.checkpoint_metric`; Ray keeps the
 best `train.keep_top_k` and never deletes the latest, which is what resuming needs. Worker failures are
 retried `run.max_failures` times from the latest checkpoint (FailureConfig).
 
-Sweeps call `run_training` from a Tune driver function with `callbacks=[TuneReportCallback()]`; this
-module knows nothing about the model beyond its config, and the workers run `train_loop_per_worker`.
+Sweeps call `run_training` from a Tune trial's driver function with `callbacks=[TuneReportCallback()]`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +30,31 @@ from audiostyle.platform.training.ray_runtime import (
     ensure_ray,
     worker_env_vars,
 )
+from audiostyle.platform.training.test_hooks import WorkerTestHooks
 
 logger = logging.getLogger(__name__)
 
 TENSORBOARD_DIR = "tensorboard"
+RAY_SNAPSHOT_GLOB = "checkpoint_manager_snapshot*.json"  # Ray Train's record of a run's checkpoints
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Where and how one run trains, settled before Ray starts (arguments over cfg.scaling and cfg.run)."""
+
+    name: str
+    storage: str  # absolute local path or URI
+    num_workers: int
+    use_gpu: bool
+    threads: int  # CPUs (and BLAS threads) per worker
+
+    @property
+    def location(self) -> str:
+        return join_location(self.storage, self.name)
 
 
 def build_loop_config(cfg: ExperimentConfig, *, storage_path: str, name: str, overrides_note: str | None = None,
-                      test_hooks: dict[str, Any] | None = None) -> dict[str, Any]:
+                      test_hooks: WorkerTestHooks | None = None) -> dict[str, Any]:
     """What each worker receives: the resolved config as plain data, where to log, test-only hooks."""
     # TensorBoard writes ordinary files, so it lives beside the checkpoints only when storage is a folder
     tensorboard = None if is_url(storage_path) else join_location(join_location(storage_path, name), TENSORBOARD_DIR)
@@ -41,8 +62,8 @@ def build_loop_config(cfg: ExperimentConfig, *, storage_path: str, name: str, ov
     # the run's actual name and storage go into the config the checkpoints record
     config["run"].update(name=name, storage_path=storage_path)
     loop = {"config": config, "tensorboard_dir": tensorboard, "overrides": overrides_note}
-    if test_hooks:
-        loop["test_hooks"] = dict(test_hooks)
+    if test_hooks is not None:
+        loop["test_hooks"] = test_hooks
     return loop
 
 
@@ -58,55 +79,54 @@ def preflight(cfg: ExperimentConfig) -> None:
     load_stats(cfg)
 
 
-def run_training(cfg: ExperimentConfig, *, address: str | None = None, workers: int | None = None,
-                 use_gpu: bool | None = None, storage_path: str | None = None, name: str | None = None,
-                 callbacks: Sequence[Any] = (), overrides_note: str | None = None,
-                 test_hooks: dict[str, Any] | None = None) -> Any:
-    """Train `cfg` with Ray Train V2 and return the `ray.train.Result`.
+def plan_run(cfg: ExperimentConfig, *, workers: int | None = None, use_gpu: bool | None = None,
+             storage_path: str | None = None, name: str | None = None) -> RunPlan:
+    """The run's name, storage and scaling; a bad worker count or phase boundary fails here, once,
+    not in every worker and every retry."""
+    num_workers = workers if workers is not None else cfg.scaling.num_workers
+    if num_workers < 1:
+        raise ConfigError(f"the number of workers must be >= 1, got {num_workers}", path="scaling.num_workers")
+    Curriculum.from_config(cfg)
+    return RunPlan(name=name or cfg.run_name, storage=absolute_location(storage_path or cfg.run.storage_path),
+                   num_workers=num_workers, use_gpu=cfg.scaling.use_gpu if use_gpu is None else use_gpu,
+                   threads=max(1, cfg.scaling.cpus_per_worker))
 
-    address: None starts an embedded local Ray (unless one is already initialized); "auto" or
-    "ray://HOST:PORT" connects to a cluster. workers/use_gpu/storage_path/name override cfg.scaling and
-    cfg.run. callbacks: Ray Train UserCallbacks (a sweep passes TuneReportCallback).
-    """
+
+def start_ray(cfg: ExperimentConfig, plan: RunPlan, address: str | None) -> None:
+    """Check the data locally (embedded Ray), start or join Ray, then check what needs the cluster:
+    shared storage and enough GPUs."""
+    if address is None:
+        preflight(cfg)
+    ensure_ray(address, num_cpus=plan.num_workers * plan.threads, num_gpus=None, threads=plan.threads)
+    if address is not None:
+        check_shared_storage(plan.storage)
+    if plan.use_gpu:
+        import ray
+
+        available = ray.cluster_resources().get("GPU", 0)
+        if available < plan.num_workers:
+            raise ConfigError(f"{plan.num_workers} GPU worker(s) requested but the Ray cluster has {available:g} GPUs",
+                              path="scaling.use_gpu", hint="drop --gpu, lower --workers, or add GPU nodes")
+
+
+def make_trainer(cfg: ExperimentConfig, plan: RunPlan, loop_config: dict[str, Any], callbacks: Sequence[Any]) -> Any:
+    """The TorchTrainer of the run: scaling, storage, checkpoint ranking and retries."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from audiostyle.platform.training.worker import train_loop_per_worker
 
-    num_workers = workers if workers is not None else cfg.scaling.num_workers
-    gpu = cfg.scaling.use_gpu if use_gpu is None else use_gpu
-    if num_workers < 1:
-        raise ConfigError(f"the number of workers must be >= 1, got {num_workers}", path="scaling.num_workers")
-    Curriculum.from_config(cfg)  # a bad phase boundary fails here, not in every worker and every retry
-    storage = absolute_location(storage_path or cfg.run.storage_path)
-    run_name = name or cfg.run_name
-    threads = max(1, cfg.scaling.cpus_per_worker)
-
-    if address is None:
-        preflight(cfg)
-    ensure_ray(address, num_cpus=num_workers * threads, num_gpus=None, threads=threads)
-    if address is not None:
-        check_shared_storage(storage)
-    if gpu:
-        import ray
-
-        available = ray.cluster_resources().get("GPU", 0)
-        if available < num_workers:
-            raise ConfigError(f"{num_workers} GPU worker(s) requested but the Ray cluster has {available:g} GPUs",
-                              path="scaling.use_gpu", hint="drop --gpu, lower --workers, or add GPU nodes")
-
-    loop_config = build_loop_config(cfg, storage_path=storage, name=run_name, overrides_note=overrides_note,
-                                    test_hooks=test_hooks)
-    trainer = TorchTrainer(
+    gpu = plan.use_gpu
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
         # gloo on CPU (the only backend there), NCCL between GPUs
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=gpu,
-                                     resources_per_worker={"CPU": threads, **({"GPU": 1} if gpu else {})}),
+        scaling_config=ScalingConfig(num_workers=plan.num_workers, use_gpu=gpu,
+                                     resources_per_worker={"CPU": plan.threads, **({"GPU": 1} if gpu else {})}),
         run_config=RunConfig(
-            name=run_name,
-            storage_path=storage,
+            name=plan.name,
+            storage_path=plan.storage,
             checkpoint_config=CheckpointConfig(
                 # Ray keeps the best `num_to_keep` by the score and never deletes the latest checkpoint
                 # (checkpoint_manager._save_state_and_delete_old_checkpoints): top k plus the latest.
@@ -116,15 +136,31 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, workers: 
             ),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
             callbacks=list(callbacks) or None,
-            worker_runtime_env={"env_vars": worker_env_vars(threads)},
+            worker_runtime_env={"env_vars": worker_env_vars(plan.threads)},
         ),
     )
-    where = join_location(storage, run_name)
-    resumed = not is_url(storage) and any(Path(where).glob("checkpoint_manager_snapshot*.json"))
+
+
+def run_training(cfg: ExperimentConfig, *, address: str | None = None, workers: int | None = None,
+                 use_gpu: bool | None = None, storage_path: str | None = None, name: str | None = None,
+                 callbacks: Sequence[Any] = (), overrides_note: str | None = None,
+                 test_hooks: WorkerTestHooks | None = None) -> Any:
+    """Train `cfg` with Ray Train V2 and return the `ray.train.Result`.
+
+    address: None starts an embedded local Ray (unless one is already initialized); "auto" or
+    "ray://HOST:PORT" connects to a cluster. workers/use_gpu/storage_path/name override cfg.scaling and
+    cfg.run. callbacks: Ray Train UserCallbacks (a sweep passes TuneReportCallback).
+    """
+    plan = plan_run(cfg, workers=workers, use_gpu=use_gpu, storage_path=storage_path, name=name)
+    start_ray(cfg, plan, address)
+    loop_config = build_loop_config(cfg, storage_path=plan.storage, name=plan.name, overrides_note=overrides_note,
+                                    test_hooks=test_hooks)
+    trainer = make_trainer(cfg, plan, loop_config, callbacks)
+    resumed = not is_url(plan.storage) and any(Path(plan.location).glob(RAY_SNAPSHOT_GLOB))
     logger.info("%s run %r: %d %s worker(s), checkpoints under %s", "resuming" if resumed else "starting",
-                run_name, num_workers, "GPU" if gpu else "CPU", where)
+                plan.name, plan.num_workers, "GPU" if plan.use_gpu else "CPU", plan.location)
     result = trainer.fit()
-    print(summary(result, storage, run_name, loop_config["tensorboard_dir"], cfg.train.checkpoint_metric,
+    print(summary(result, plan.storage, plan.name, loop_config["tensorboard_dir"], cfg.train.checkpoint_metric,
                   cfg.train.checkpoint_mode), flush=True)
     return result
 

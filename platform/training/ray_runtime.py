@@ -110,6 +110,8 @@ def build_wheel(out_dir: str | Path, source: Path | None = None) -> Path:
 
 def cluster_runtime_env(threads: int) -> dict[str, Any]:
     """The job runtime environment for a cluster: thread caps plus the package as a wheel when needed."""
+    from audiostyle.platform.training.ray_workarounds import QUIET_HOOK
+
     env: dict[str, Any] = {"env_vars": worker_env_vars(threads), "worker_process_setup_hook": QUIET_HOOK}
     if source_checkout() is not None:
         wheel = build_wheel(tempfile.mkdtemp(prefix="audiostyle-wheel-"))
@@ -120,30 +122,14 @@ def cluster_runtime_env(threads: int) -> dict[str, Any]:
     return env
 
 
-def quiet_ray_logs() -> None:
-    """Worker-process setup hook: mute two Ray Train log sources that drown the progress line.
-
-    The placement-group cleaner polls the State API, which needs the dashboard; without it (we start
-    Ray with no dashboard) it warns every few seconds and can do nothing anyway. The report logger
-    prints every metrics dict, which the progress line already summarizes.
-    """
-    import logging
-
-    import ray.train.v2._internal.execution.context as train_context
-
-    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
-    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)  # Ray names this logger by file path
-
-
-QUIET_HOOK = "audiostyle.platform.training.ray_runtime.quiet_ray_logs"
-
-
 def ensure_ray(address: str | None, *, num_cpus: int, num_gpus: int | None = None, threads: int = 1) -> bool:
     """Start the embedded Ray, or connect to `address`; returns True if this call started/connected Ray.
 
     An already initialized Ray (a Tune trial's driver, a test fixture) is used as it is.
     """
     import ray
+
+    from audiostyle.platform.training.ray_workarounds import QUIET_HOOK
 
     if ray.is_initialized():
         return False

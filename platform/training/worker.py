@@ -1,33 +1,31 @@
-"""The Ray Train V2 worker function: one process of a (possibly DDP) training run, from config to reports.
+"""The Ray Train V2 worker side: one rank of a (possibly DDP) training run, from config to reports.
 
-`train_loop_per_worker(loop_config)` rebuilds the typed config, builds the model through the component
-system, wraps it for DDP with `ray.train.torch.prepare_model`, and runs the curriculum: generator updates
-weighted by the current phase, discriminator updates in phases that train it, gradient accumulation and
-clipping, bf16 autocast on GPU, scheduled sampling ramped over the run. Every `val_every` steps each rank
-validates on exactly `val_batches` batches, metrics are averaged across ranks, rank 0 writes a checkpoint
-and every rank calls `ray.train.report(metrics, checkpoint)`, which is a barrier.
+Everything here runs inside a Ray Train worker process, one per rank. `train_loop_per_worker(loop_config)`
+(the function the driver hands to TorchTrainer) rebuilds the typed config and runs a `WorkerLoop`: the
+model built through the component system and wrapped for DDP with `ray.train.torch.prepare_model`,
+generator updates weighted by the current curriculum phase, discriminator updates in phases that train
+it, gradient accumulation and clipping, bf16 autocast on GPU, scheduled sampling ramped over the run.
+Every `val_every` steps each rank validates on exactly `val_batches` batches, metrics are averaged
+across ranks, rank 0 writes a checkpoint and every rank calls `ray.train.report(metrics, checkpoint)`,
+which is a barrier.
 
 Resume is exact on CPU: a checkpoint holds the step, optimizer and scheduler states and every rank's RNG
 states, and the data position is a pure function of the step (the loader is set to the epoch and the
 first batches already consumed are skipped), so a resumed run takes the same batches as one never stopped.
 
 `loop_config`: {"config": to_dict(cfg), "tensorboard_dir": str | None, "overrides": str | None,
-"test_hooks": {...}} where test hooks (used by tests only) are "stop_after_step" (return after that
-report, as if interrupted), "crash_at_step" + "crash_marker" (rank 0 dies once) and "probe_dir" (each rank
-writes its batch count and a parameter checksum at the end).
+"test_hooks": WorkerTestHooks (tests only, see test_hooks.py)}.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import os
 import random
 import tempfile
 import time
 from collections import defaultdict
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,12 +45,18 @@ from audiostyle.platform.checkpoints.format import (
 from audiostyle.platform.config.loader import config_from_dict
 from audiostyle.platform.config.schema import ExperimentConfig, to_dict
 from audiostyle.platform.core.errors import CheckpointError
-from audiostyle.platform.training.curriculum import Curriculum
+from audiostyle.platform.training.curriculum import Curriculum, PhaseState
 from audiostyle.platform.training.lr_schedule import make_scheduler
 from audiostyle.platform.training.progress_log import ProgressMeter, TrainingLogger, progress_line
+from audiostyle.platform.training.test_hooks import NO_HOOKS
 
 if TYPE_CHECKING:
     from audiostyle.components.timbre_transfer import TimbreTransferModel
+
+# Rank r seeds its dropout and sampling streams with seed + RANK_SEED_STRIDE * r. A large prime keeps
+# the streams of nearby seeds apart: with a stride of 1, seed 1 on rank 0 would replay seed 0 on
+# rank 1, and sweeps and reruns do use consecutive seeds.
+RANK_SEED_STRIDE = 7919
 
 
 class TrainingStep(torch.nn.Module):
@@ -75,7 +79,7 @@ def seed_everything(seed: int) -> None:
 
 
 @contextlib.contextmanager
-def isolated_rng():
+def isolated_rng() -> Iterator[None]:
     """Run data loading, validation and logging without touching the training RNG streams.
 
     A DataLoader draws its base seed from torch's global generator each time an iterator starts, so
@@ -91,23 +95,34 @@ def isolated_rng():
         torch.set_rng_state(state[2])
 
 
-def parameter_checksum(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, p in sorted(model.named_parameters()):
-        digest.update(name.encode())
-        digest.update(p.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()
+@dataclass
+class ReportWindow:
+    """Training losses and time since the last report, for the next report's means and throughput."""
+
+    sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    steps: int = 0
+    seconds: float = 0.0
+
+    def add(self, logged: dict[str, float], seconds: float) -> None:
+        for key, value in logged.items():
+            self.sums[key] += value
+        self.steps += 1
+        self.seconds += seconds
+
+    def means(self) -> dict[str, float]:
+        return {k: v / self.steps for k, v in self.sums.items()}
 
 
-class WorkerTrainer:
-    """The state of one training worker: model, optimizers, schedulers, step, data position."""
+class WorkerLoop:
+    """One training rank, inside a Ray Train worker: model, optimizers, schedulers, step, data position,
+    and the loop that trains them (`run`)."""
 
     def __init__(self, cfg: ExperimentConfig, loop_config: dict[str, Any]):
         from audiostyle.components.timbre_transfer import build_timbre_model
         from audiostyle.stats.normalization_stats import load_stats
 
         self.cfg = cfg
-        self.hooks = loop_config.get("test_hooks") or {}
+        self.hooks = loop_config.get("test_hooks") or NO_HOOKS
         self.overrides = loop_config.get("overrides")
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
@@ -129,32 +144,34 @@ class WorkerTrainer:
         ddp_kwargs = {"find_unused_parameters": True}  # phases leave loss terms (and their modules) unused
         self.step_module = ray.train.torch.prepare_model(TrainingStep(self.model),
                                                          parallel_strategy_kwargs=ddp_kwargs)
+        self.ddp = isinstance(self.step_module, torch.nn.parallel.DistributedDataParallel)
+        self._make_optimizers()
+        seed_everything(cfg.seed + RANK_SEED_STRIDE * self.rank)  # different dropout per rank, same on every rerun
+        if restored is not None:
+            self._restore_optim(restored)
+        self.log = TrainingLogger(loop_config.get("tensorboard_dir"), enabled=self.rank == 0,
+                                  run_name=cfg.run_name, sample_rate=cfg.data.sample_rate,
+                                  instruments=cfg.instrument_names)
+        if self.rank == 0 and restored is None:
+            self.log.text("curriculum", self.curriculum.describe().replace("\n", "  \n"))
+            if self.overrides:
+                self.log.text("overrides", self.overrides)
+
+    def _make_optimizers(self) -> None:
+        cfg = self.cfg
         betas = tuple(cfg.optim.betas)
         self.gen_opt = torch.optim.AdamW(list(self.model.generator_parameters()), lr=cfg.optim.lr, betas=betas,
                                          weight_decay=cfg.optim.weight_decay)
         self.disc_opt = torch.optim.AdamW(list(self.model.discriminator_parameters()), lr=cfg.optim.disc_lr,
                                           betas=betas, weight_decay=cfg.optim.weight_decay)
-        # The discriminator only trains in some phases: its schedule counts its own updates, so its warmup
-        # happens when it starts rather than being spent while it sits idle.
-        d_steps = sum(min(e, cfg.train.max_steps) - s for s, e, p in
-                      zip(self.curriculum.starts, self.curriculum.ends, self.curriculum.phases)
-                      if p.discriminator and s < cfg.train.max_steps)
         self.gen_sched = make_scheduler(self.gen_opt, warmup_steps=cfg.optim.warmup_steps,
                                         max_steps=cfg.train.max_steps, schedule=cfg.optim.schedule)
-        self.disc_sched = make_scheduler(self.disc_opt, warmup_steps=cfg.optim.warmup_steps,
-                                         max_steps=max(1, d_steps // cfg.optim.disc_every),
-                                         schedule=cfg.optim.schedule)
+        # The discriminator only trains in some phases: its schedule counts its own updates, so its warmup
+        # happens when it starts rather than being spent while it sits idle.
+        self.disc_sched = make_scheduler(
+            self.disc_opt, warmup_steps=cfg.optim.warmup_steps, schedule=cfg.optim.schedule,
+            max_steps=max(1, self.curriculum.discriminator_steps() // cfg.optim.disc_every))
         self.disc_updates = 0
-        seed_everything(cfg.seed + 7919 * self.rank)  # different dropout per rank, same on every rerun
-        if restored is not None:
-            self._restore_optim(restored)
-        tb_dir = loop_config.get("tensorboard_dir")
-        self.log = TrainingLogger(tb_dir, enabled=self.rank == 0, run_name=cfg.run_name,
-                                  sample_rate=cfg.data.sample_rate, instruments=cfg.instrument_names)
-        if self.rank == 0 and restored is None:
-            self.log.text("curriculum", self.curriculum.describe().replace("\n", "  \n"))
-            if self.overrides:
-                self.log.text("overrides", self.overrides)
 
     # ------------------------------------------------------------------------------------------ resume
     def _restore_model(self, checkpoint: Checkpoint | None) -> TrainingCheckpoint | None:
@@ -182,7 +199,7 @@ class WorkerTrainer:
         if len(rng) == self.world:
             restore_rng_state(rng[self.rank])
         else:  # another worker count: no state for this rank, so a fresh but still deterministic stream
-            seed_everything(self.cfg.seed + 7919 * self.rank + self.step)
+            seed_everything(self.cfg.seed + RANK_SEED_STRIDE * self.rank + self.step)
 
     def _gather_rng(self) -> list[dict[str, Any]]:
         mine = capture_rng_state()
@@ -193,7 +210,7 @@ class WorkerTrainer:
         return everyone
 
     # ------------------------------------------------------------------------------------------ data
-    def _train_batches(self):
+    def train_batches(self) -> Iterator[dict[str, torch.Tensor]]:
         """Batches from the current data position on: epoch e = loader pass e, already-seen batches skipped."""
         from audiostyle.datasets.streaming import make_loader
 
@@ -209,16 +226,22 @@ class WorkerTrainer:
     def _to_device(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return batch["audio"].to(self.device, non_blocking=True), batch["label"].to(self.device, non_blocking=True)
 
-    def _autocast(self):
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
 
+    def _gradient_sync(self, micro_batch: int) -> contextlib.AbstractContextManager[Any]:
+        """DDP all-reduces gradients once per optimizer step, on the last micro-batch: the others run
+        under no_sync and only accumulate locally."""
+        if not self.ddp or micro_batch == self.accum - 1:
+            return contextlib.nullcontext()
+        return self.step_module.no_sync()
+
     # ------------------------------------------------------------------------------------------ steps
-    def train_step(self, batches) -> dict[str, float]:
+    def train_step(self, batches: Iterator[dict[str, torch.Tensor]]) -> dict[str, float]:
         """One optimizer step of the generator (grad_accum micro-batches) and, if due, the discriminator."""
         cfg = self.cfg
         phase = self.curriculum.at(self.step)
         sampling_prob = cfg.train.scheduled_sampling * min(1.0, self.step / cfg.train.max_steps)
-        ddp = isinstance(self.step_module, torch.nn.parallel.DistributedDataParallel)
         with isolated_rng():
             micro = [self._to_device(next(batches)) for _ in range(self.accum)]
         self.batches_seen += self.accum
@@ -226,9 +249,7 @@ class WorkerTrainer:
 
         self.gen_opt.zero_grad(set_to_none=True)
         for i, (audio, labels) in enumerate(micro):
-            # gradients are all-reduced once per optimizer step, on the last micro-batch
-            sync = contextlib.nullcontext() if (i == self.accum - 1 or not ddp) else self.step_module.no_sync()
-            with sync:
+            with self._gradient_sync(i):
                 with self._autocast():
                     terms = self.step_module("generator", audio, labels, sampling_prob=sampling_prob,
                                              active=phase.active_terms)
@@ -246,8 +267,7 @@ class WorkerTrainer:
             # Discriminator steps start from clean gradients: its parameters are a separate optimizer's.
             self.disc_opt.zero_grad(set_to_none=True)
             for i, (audio, labels) in enumerate(micro):
-                sync = contextlib.nullcontext() if (i == self.accum - 1 or not ddp) else self.step_module.no_sync()
-                with sync:
+                with self._gradient_sync(i):
                     with self._autocast():
                         d_loss = self.step_module("discriminator", audio, labels)
                     (d_loss / self.accum).backward()
@@ -259,7 +279,7 @@ class WorkerTrainer:
         self.step += 1
         return dict(logged)
 
-    def _mean_across_ranks(self, values: dict[str, float]) -> dict[str, float]:
+    def mean_across_ranks(self, values: dict[str, float]) -> dict[str, float]:
         if self.world == 1 or not values:
             return values
         keys = sorted(values)
@@ -292,7 +312,7 @@ class WorkerTrainer:
             count += 1
         self.model.train()
         means = {f"val/{k}": v / max(count, 1) for k, v in sums.items()}
-        return self._mean_across_ranks(means), first
+        return self.mean_across_ranks(means), first
 
     def save(self, directory: str, metrics: dict[str, Any], rng: list[dict[str, Any]]) -> None:
         optim_state = {
@@ -307,76 +327,74 @@ class WorkerTrainer:
         save_checkpoint(directory, TrainingCheckpoint(self.model.state_dict(), optim_state, state,
                                                       to_dict(self.cfg), (mean, std)))
 
+    # ------------------------------------------------------------------------------------------ the loop
+    def run(self) -> None:
+        """Train from the current step to train.max_steps, reporting every val_every steps."""
+        tr = self.cfg.train
+        if self.step >= tr.max_steps:
+            self.log.progress(f"[{self.cfg.run_name}] already at step {self.step} of {tr.max_steps}: nothing left to train")
+            return
+        batches = self.train_batches()
+        meter = ProgressMeter()
+        window = ReportWindow()
+        while self.step < tr.max_steps:
+            started = time.perf_counter()
+            logged = self.train_step(batches)
+            window.add(logged, time.perf_counter() - started)
+            meter.add(self.samples_per_step)
+            phase = self.curriculum.at(self.step - 1)
+            lr = self.gen_opt.param_groups[0]["lr"]
+            if self.step % tr.log_every == 0:
+                self._log_progress(logged, phase, lr, meter)
+            self.hooks.after_step(self)
+            if self.step % tr.val_every == 0 or self.step == tr.max_steps:
+                self._validate_and_report(window, phase, lr)
+                window = ReportWindow()
+                if self.hooks.stops_after_report(self.step):
+                    break
+        self.hooks.at_end(self)
+        self.log.close()
+
+    @property
+    def samples_per_step(self) -> int:
+        """Samples one optimizer step consumes over all ranks."""
+        return self.cfg.data.batch_size * self.accum * self.world
+
+    def _log_progress(self, logged: dict[str, float], phase: PhaseState, lr: float, meter: ProgressMeter) -> None:
+        losses = {k: v for k, v in logged.items() if k.startswith("train/") and k != "train/loss"}
+        self.log.progress(progress_line(self.cfg.run_name, self.step, self.cfg.train.max_steps, phase.name, losses,
+                                        logged["train/loss"], meter.rate(), lr))
+        self.log.scalars(self.step, {**logged, "lr": lr, "phase_index": phase.index,
+                                     **{f"weight/{k}": v for k, v in phase.weights.items()}})
+
+    def _validate_and_report(self, window: ReportWindow, phase: PhaseState, lr: float) -> None:
+        """Validate, log (rank 0), checkpoint (rank 0) and report the metrics since the last report."""
+        train_means = self.mean_across_ranks(window.means())
+        with isolated_rng():
+            val, example = self.validate()
+        # throughput of the training steps alone (validation and checkpointing excluded), all ranks
+        perf = {"perf/steps_per_s": window.steps / window.seconds,
+                "perf/samples_per_s": window.steps * self.samples_per_step / window.seconds}
+        metrics = {"step": self.step, "epoch": self.batches_seen / self.cfg.data.steps_per_epoch,
+                   "phase": phase.name, "phase_index": phase.index, "lr": lr, **train_means, **perf, **val}
+        if self.rank == 0:
+            self.log.scalars(self.step, val)
+            if example is not None:
+                with isolated_rng():
+                    self.log.examples(self.step, self.model, *example, count=self.cfg.train.audio_examples)
+            self.log.progress(f"[{self.cfg.run_name}] validation at step {self.step} ({phase.name}): "
+                              + " ".join(f"{k}={v:.4f}" for k, v in sorted(val.items())))
+        rng = self._gather_rng()
+        with tempfile.TemporaryDirectory(prefix="audiostyle-ckpt-") as d:
+            if self.rank == 0:
+                self.save(d, metrics, rng)
+            # every rank reports (it is a barrier); only rank 0's folder holds files
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d) if self.rank == 0 else None,
+                             checkpoint_dir_name=f"step_{self.step:08d}")
+
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train worker entry point (see module docstring for `loop_config`)."""
+    """Ray Train worker entry point (see the module docstring for `loop_config`)."""
     cfg = config_from_dict(loop_config["config"], file="train loop config")
     torch.set_num_threads(max(1, cfg.scaling.cpus_per_worker))
-    w = WorkerTrainer(cfg, loop_config)
-    tr = cfg.train
-    hooks = w.hooks
-    if w.step >= tr.max_steps:
-        w.log.progress(f"[{cfg.run_name}] already at step {w.step} of {tr.max_steps}: nothing left to train")
-        return
-    batches = w._train_batches()
-    meter = ProgressMeter()
-    since_report: dict[str, float] = defaultdict(float)
-    n_since = 0
-    samples_per_step = cfg.data.batch_size * w.accum * w.world
-    train_seconds = 0.0
-    while w.step < tr.max_steps:
-        started = time.perf_counter()
-        logged = w.train_step(batches)
-        train_seconds += time.perf_counter() - started
-        meter.add(samples_per_step)
-        for k, v in logged.items():
-            since_report[k] += v
-        n_since += 1
-        phase = w.curriculum.at(w.step - 1)
-        lr = w.gen_opt.param_groups[0]["lr"]
-        if w.step % tr.log_every == 0:
-            losses = {k: v for k, v in logged.items() if k.startswith("train/") and k != "train/loss"}
-            w.log.progress(progress_line(cfg.run_name, w.step, tr.max_steps, phase.name, losses,
-                                         logged["train/loss"], meter.rate(), lr))
-            w.log.scalars(w.step, {**logged, "lr": lr, "phase_index": phase.index,
-                                   **{f"weight/{k}": v for k, v in phase.weights.items()}})
-        if hooks.get("crash_at_step") == w.step and w.rank == 0 and not Path(hooks["crash_marker"]).exists():
-            Path(hooks["crash_marker"]).write_text(f"killed rank 0 at step {w.step}\n")
-            # The controller collects reports when it polls the workers (every 2 s by default): die only
-            # after it has registered the last checkpoint, as a crash minutes into a real run would.
-            time.sleep(float(hooks.get("crash_delay_s", 5.0)))
-            os._exit(1)  # a hard worker death, as from the OOM killer or a lost node
-        if w.step % tr.val_every == 0 or w.step == tr.max_steps:
-            train_means = w._mean_across_ranks({k: v / n_since for k, v in since_report.items()})
-            n_steps = n_since
-            since_report, n_since = defaultdict(float), 0
-            with isolated_rng():
-                val, example = w.validate()
-            # throughput of the training steps alone (validation and checkpointing excluded), all ranks
-            perf = {"perf/steps_per_s": n_steps / train_seconds,
-                    "perf/samples_per_s": n_steps * samples_per_step / train_seconds}
-            train_seconds = 0.0
-            metrics = {"step": w.step, "epoch": w.batches_seen / cfg.data.steps_per_epoch, "phase": phase.name,
-                       "phase_index": phase.index, "lr": lr, **train_means, **perf, **val}
-            if w.rank == 0:
-                w.log.scalars(w.step, val)
-                if example is not None:
-                    with isolated_rng():
-                        w.log.examples(w.step, w.model, *example, count=cfg.train.audio_examples)
-                w.log.progress(f"[{cfg.run_name}] validation at step {w.step} ({phase.name}): "
-                               + " ".join(f"{k}={v:.4f}" for k, v in sorted(val.items())))
-            rng = w._gather_rng()
-            with tempfile.TemporaryDirectory(prefix="audiostyle-ckpt-") as d:
-                if w.rank == 0:
-                    w.save(d, metrics, rng)
-                # every rank reports (it is a barrier); only rank 0's folder holds files
-                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(d) if w.rank == 0 else None,
-                                 checkpoint_dir_name=f"step_{w.step:08d}")
-            if hooks.get("stop_after_step") == w.step:
-                break
-    if hooks.get("probe_dir"):
-        probe = {"rank": w.rank, "step": w.step, "batches": w.batches_seen, "started_at": w.start_step,
-                 "params": parameter_checksum(w.model)}
-        Path(hooks["probe_dir"]).mkdir(parents=True, exist_ok=True)
-        (Path(hooks["probe_dir"]) / f"rank{w.rank}.json").write_text(json.dumps(probe))
-    w.log.close()
+    WorkerLoop(cfg, loop_config).run()
