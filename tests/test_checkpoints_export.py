@@ -1,6 +1,6 @@
 """Checkpoint index and bundle export: ranking across runs and sweeps, export, fresh-process load, bad bundles.
 
-Checkpoints are written with the training code's own writer (platform/checkpoint_io.py) in the
+Checkpoints are written with the training code's own writer (platform/checkpoints/format.py) in the
 contract's layout, including a Ray Train V2 `checkpoint_manager_snapshot.json`, so the index reads
 exactly what a training run leaves on disk.
 """

@@ -79,8 +79,10 @@ def overlap_add(audio: np.ndarray, process: Callable[[np.ndarray], np.ndarray], 
     return out[:n]
 
 
-def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 audio of `path` at `sample_rate`; DataError naming the file if unusable or silent."""
+def read_input_clip(path: str | Path, sample_rate: int) -> np.ndarray:
+    """A file to transfer as mono float32 at `sample_rate`; DataError naming the file if unusable or silent.
+
+    Unlike datasets.audio_io.read_audio (the file as it is), this refuses silence and resamples."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such audio file")
@@ -89,10 +91,11 @@ def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     if peak < SILENCE_PEAK:
         raise DataError(f"{path}: silent: the audio is silent (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS); "
                         "there are no notes to transfer")
-    return resample(audio, sr, sample_rate)
+    return to_rate_float32(audio, sr, sample_rate)
 
 
-def resample(audio: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
+def to_rate_float32(audio: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
+    """datasets.audio_io.resample with float32 in and out, whatever dtype the caller's array has."""
     return np.asarray(audio_io.resample(np.asarray(audio, dtype=np.float32), sr, sample_rate), dtype=np.float32)
 
 
@@ -166,9 +169,9 @@ class Transferer:
         if reference is None:
             return self.model.prototype(self.check_instrument(to)).detach().to(self.device)[None]
         if isinstance(reference, (str, Path)):
-            ref = read_audio(reference, self.sample_rate)
+            ref = read_input_clip(reference, self.sample_rate)
         else:
-            ref = resample(np.asarray(reference, dtype=np.float32), reference_sr or self.sample_rate, self.sample_rate)
+            ref = to_rate_float32(np.asarray(reference, dtype=np.float32), reference_sr or self.sample_rate, self.sample_rate)
         size = min(self.chunk, len(ref))
         pieces = np.stack([ref[i:i + size] for i in range(0, len(ref) - size + 1, size)])
         styles = self.model.style_of(torch.from_numpy(pieces).to(self.device))
@@ -187,7 +190,7 @@ class Transferer:
             raise ValueError("give a target instrument (to=...), a reference clip or a style vector")
         if style is None:
             style = self.style_for(to, reference, sr)
-        audio = resample(np.asarray(audio, dtype=np.float32).reshape(-1), sr, self.sample_rate)
+        audio = to_rate_float32(np.asarray(audio, dtype=np.float32).reshape(-1), sr, self.sample_rate)
 
         def process(chunks: np.ndarray) -> np.ndarray:
             x = torch.from_numpy(chunks).to(self.device)
@@ -218,12 +221,12 @@ def transfer_files(bundle_or_model: str | Path | Transferer, inputs: Sequence[st
     tr.check_instrument(target_instrument)
     files = find_audio_files(inputs)
     for f in files:  # decode cost is small next to the model; failing before writing anything matters more
-        read_audio(f, tr.sample_rate)
+        read_input_clip(f, tr.sample_rate)
     style = None if reference is None else tr.style_for(reference=reference)
     out_dir = Path(out_dir)
     written, total_audio, total_time = [], 0.0, 0.0
     for f in files:
-        audio = read_audio(f, tr.sample_rate)
+        audio = read_input_clip(f, tr.sample_rate)
         t0 = time.perf_counter()
         y = tr.transfer_array(audio, tr.sample_rate, to=target_instrument, style=style, progress=True)
         elapsed = time.perf_counter() - t0
