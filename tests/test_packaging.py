@@ -34,6 +34,41 @@ def test_mapped_folders_have_no_init_and_every_subpackage_is_listed():
         assert folder.is_dir() and any(folder.iterdir()), extra
 
 
+def test_every_platform_subpackage_is_a_listed_regular_package():
+    """Each folder under platform/ holding modules has its own __init__.py and is listed in pyproject
+    (an unlisted one imports in an editable install and is missing from a real one)."""
+    listed = set(_setuptools_cfg()["packages"])
+    folders = sorted(d for d in (ROOT / "platform").rglob("*")
+                     if d.is_dir() and "__pycache__" not in d.parts and any(d.glob("*.py")))
+    assert folders, "platform/ has no subpackages"
+    for d in folders:
+        name = ".".join(["audiostyle.platform", *d.relative_to(ROOT / "platform").parts])
+        assert (d / "__init__.py").is_file(), f"{d.relative_to(ROOT)} has no __init__.py"
+        assert name in listed, f"{name} is not listed in pyproject [tool.setuptools] packages"
+
+
+def test_wheel_holds_every_module_of_the_tree_and_nothing_else(tmp_path):
+    """The wheel shipped to clusters: every source module, every listed package, no stale module from
+    an earlier layout (an in-tree build/lib keeps those) and no top-level `platform`."""
+    import zipfile
+
+    from audiostyle.platform.training.ray_runtime import build_wheel
+
+    cfg = _setuptools_cfg()
+    names = set(zipfile.ZipFile(build_wheel(tmp_path)).namelist())
+    expected = set()
+    for pkg, rel in cfg["package-dir"].items():
+        for f in (ROOT / rel).rglob("*.py"):
+            if "__pycache__" not in f.parts:
+                expected.add("/".join([*pkg.split("."), *f.relative_to(ROOT / rel).parts]))
+    shipped = {n for n in names if n.endswith(".py")}
+    assert expected <= shipped, f"missing from the wheel: {sorted(expected - shipped)}"
+    assert shipped <= expected, f"in the wheel but not in the source tree: {sorted(shipped - expected)}"
+    for pkg in cfg["packages"]:
+        assert any(n.startswith(pkg.replace(".", "/") + "/") for n in names), f"{pkg} is not in the wheel"
+    assert not [n for n in names if n.startswith("platform/")]
+
+
 def test_design_card_top_level_layout_exists():
     for name in ["README.md", "pyproject.toml", "platform", "components", "datasets", "experiments", "stats", "tests"]:
         assert (ROOT / name).exists(), name

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -90,16 +91,39 @@ def source_checkout() -> Path | None:
     return root if (root / "pyproject.toml").is_file() and (root / "platform").is_dir() else None
 
 
+def clean_source_copy(source: Path, dest: Path) -> Path:
+    """Copy what a wheel is built from (pyproject.toml, README.md, the mapped package folders) to `dest`.
+
+    Building in the checkout itself reuses its ignored build/lib, where setuptools never deletes a module
+    removed from the source: the wheel would ship modules that no longer exist, importing names that
+    no longer exist, to every cluster node."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    pyproject = source / "pyproject.toml"
+    folders = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-dir"].values()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(source / name, dest / name)
+    for folder in folders:
+        shutil.copytree(source / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dest
+
+
 def build_wheel(out_dir: str | Path, source: Path | None = None) -> Path:
     """Build the audiostyle wheel from the source checkout into out_dir; returns its path."""
     source = source or source_checkout()
     if source is None:
         raise RuntimeError("no source checkout to build a wheel from")
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    # --no-build-isolation: setuptools is already here and the cluster nodes may have no index to fetch it
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory(prefix="audiostyle-source-") as tmp:
+        clean = clean_source_copy(Path(source), Path(tmp))
+        # --no-build-isolation: setuptools is already here and the cluster nodes may have no index to fetch it
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
+               str(clean)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"building the audiostyle wheel failed:\n{proc.stderr[-2000:]}")
     wheels = sorted(out.glob("audiostyle-*.whl"), key=lambda p: p.stat().st_mtime)
