@@ -49,17 +49,15 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from audiostyle.platform.config.loader import load_experiment
-    from audiostyle.platform.training.driver import run_training
+    from audiostyle.platform.training.driver import TrainingFailed, run_training
 
     cfg = load_experiment(args.experiment, args.overrides)
     note = " ".join(args.overrides) or None
     logging.getLogger("audiostyle").info("training %s (%s)", args.experiment, note or "no overrides")
-    from ray.train import TrainingFailedError
-
     try:
         result = run_training(cfg, address=args.address, workers=args.workers, use_gpu=args.gpu,
                               storage_path=args.storage, name=args.name, overrides_note=note)
-    except TrainingFailedError as exc:
-        print(f"error: training failed after {cfg.run.max_failures} restart(s): {exc}")
+    except TrainingFailed as exc:
+        print(f"error: {exc}")
         return 1
     return 0 if result.error is None else 1

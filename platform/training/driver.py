@@ -38,6 +38,11 @@ TENSORBOARD_DIR = "tensorboard"
 RAY_SNAPSHOT_GLOB = "checkpoint_manager_snapshot*.json"  # Ray Train's record of a run's checkpoints
 
 
+class TrainingFailed(RuntimeError):
+    """The run failed after `run.max_failures` restarts (Ray's TrainingFailedError, re-raised here so
+    that callers such as the CLI need not import Ray to catch it)."""
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """Where and how one run trains, settled before Ray starts (arguments over cfg.scaling and cfg.run)."""
@@ -159,7 +164,12 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, workers: 
     resumed = not is_url(plan.storage) and any(Path(plan.location).glob(RAY_SNAPSHOT_GLOB))
     logger.info("%s run %r: %d %s worker(s), checkpoints under %s", "resuming" if resumed else "starting",
                 plan.name, plan.num_workers, "GPU" if plan.use_gpu else "CPU", plan.location)
-    result = trainer.fit()
+    from ray.train import TrainingFailedError
+
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as exc:
+        raise TrainingFailed(f"training failed after {cfg.run.max_failures} restart(s): {exc}") from exc
     print(summary(result, plan.storage, plan.name, loop_config["tensorboard_dir"], cfg.train.checkpoint_metric,
                   cfg.train.checkpoint_mode), flush=True)
     return result
