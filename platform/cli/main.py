@@ -1,7 +1,8 @@
-"""The `audiostyle` command: one subcommand per user job, each defined in its own `cmd_*` module.
+"""The `audiostyle` command: one subcommand per user job, each defined in its own module of cli/.
 
-Command modules import only argparse at module level (heavy imports happen inside their run
-functions), so `audiostyle --help` answers instantly. Errors about the user's input (AudiostyleError)
+Command modules import only argparse (and the dependency-free platform/core) at module level; heavy
+imports happen inside their run functions, so `audiostyle --help` answers instantly
+(tests/test_layout.py checks that building every parser imports no torch, numpy, yaml or Ray). Errors about the user's input (AudiostyleError)
 are printed as one clear message with exit code 2; anything else is a bug and keeps its traceback.
 """
 

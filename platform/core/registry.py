@@ -2,7 +2,8 @@
 
 Kinds are the pluggable slots of the model (frontend, encoder, decoder, discriminator, loss). A YAML
 node `{component: NAME, arg: value, ...}` names a registered class or function and its arguments;
-`validate_spec` checks that node against the signature without building anything, and `build` calls it.
+`validate_spec` checks that node against the signature without building anything, `resolved_arguments`
+says what it would be called with (defaults included), and `build` calls it.
 
 Some arguments are never written in YAML because they follow from the rest of the config (the number
 of instrument classes, the front end's bin count, the sample rate). Each kind declares those names as

@@ -1,5 +1,7 @@
 """Getting a Ray runtime to train on: the embedded local instance or a cluster, storage and code shipping.
 
+Runs in the driver process (the CLI's, or a Tune trial's driver, which finds Ray already running).
+
 - Embedded (no address): `ray.init` in-process on this machine, bound to localhost, no dashboard, one
   CPU slot per core (at least enough for the requested workers), one BLAS thread per worker process.
 - Cluster (`auto` or `ray://HOST:PORT`): the workers need the package. From a source checkout it is built
