@@ -87,11 +87,25 @@ def read_crop(data: bytes, num_samples: int, rng: np.random.Generator, *, name: 
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             start = int(rng.integers(0, max(f.frames - num_samples, 0) + 1))
-            if start:
-                f.seek(start)
-            wave = f.read(min(num_samples, f.frames), dtype="float32")  # 1-D for mono: no channel mean
+            return _read_from(f, start, num_samples)
     except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
         raise AudioFileError(name, "corrupt", f"soundfile cannot decode it ({_libsndfile_message(exc)})") from exc
+
+
+def read_window(data: bytes, start: int, num_samples: int, *, name: str) -> np.ndarray:
+    """Decode `num_samples` samples from sample `start` on (zero-padded past the end): the same window
+    of every instrument of a paired passage."""
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            return _read_from(f, min(max(start, 0), f.frames), num_samples)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+        raise AudioFileError(name, "corrupt", f"soundfile cannot decode it ({_libsndfile_message(exc)})") from exc
+
+
+def _read_from(f: sf.SoundFile, start: int, num_samples: int) -> np.ndarray:
+    if start:
+        f.seek(start)
+    wave = f.read(min(num_samples, f.frames - start), dtype="float32")  # 1-D for mono: no channel mean
     mono = to_mono(wave)
     if mono.shape[0] < num_samples:
         mono = np.pad(mono, (0, num_samples - mono.shape[0]))

@@ -1,10 +1,15 @@
 """`render_demo`: build demo instrument datasets from SoundFont renderings of music21 melodies.
 
-Pieces are split by piece (train/val/test) with a seed. Train and val pieces are drawn per instrument;
-the test split is paired: the same test pieces, with the same notes, on every instrument
-(recording_id = piece id), their note lists kept in `<out_root>/notes/<piece_id>.json`. An optional
-`heldout` split renders the test pieces with a SoundFont not used for training. Audio is written as FLAC
-into `<out_root>/.render/` with a JSONL manifest, then ingested into shards by `datasets.ingest`.
+Pieces are split by piece (train/val/test) with a seed, so a test piece is never heard in training on
+any instrument. By default every split is paired: the same pieces, with the same notes, on every
+instrument (recording_id = piece id), and `<out_root>/pairs/` holds them cut into aligned passages
+(datasets/pair_dataset.py) for training on pairs; `paired=False` draws train and val pieces per
+instrument instead (the test split stays paired). The test pieces' note lists are kept in
+`<out_root>/notes/<piece_id>.json`. Every split is rendered with TimGM6mb (datasets/soundfonts.py); the
+`heldout` split renders every piece again with each other SoundFont installed (recording ids
+`<piece_id>--<soundfont>`), for the timbre judge and for inputs from a sample set the model never heard.
+Audio is written as FLAC into `<out_root>/.render/` with a JSONL manifest, then ingested into shards by
+`datasets.ingest`.
 Normalization statistics are not made here (datasets/ does not depend on stats/): the platform's data
 job, `audiostyle.platform.data.prepare.prepare_demo`, runs this and then computes them.
 """
@@ -31,6 +36,7 @@ from audiostyle.datasets.demo_scores import (
     realize,
     stable_rng,
 )
+from audiostyle.datasets.pair_dataset import PAIRS_DIR, AlignedRecording, write_pair_dataset
 from audiostyle.datasets.paired import HELDOUT_SEPARATOR
 from audiostyle.datasets.soundfonts import (
     InstrumentSpec,
@@ -48,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 DEFAULT_SECONDS = 40.0  # CI-sized: a few 10-s excerpts per split, rendered in well under a second
-RENDER_FORMAT = 1  # bump when the rendering changes, so stale staged FLAC is not reused
+RENDER_FORMAT = 2  # bump when the rendering changes, so stale staged FLAC is not reused
 
 
 @dataclass(frozen=True)
@@ -90,8 +96,14 @@ def _take(refs: Sequence[PieceRef], target_seconds: float, cache_dir: Path | Non
     return taken
 
 
-def plan_recordings(spec: InstrumentSpec, total_seconds: float, *, seed: int, cache_dir: Path | None = None) -> list[Recording]:
-    """Train, val and (paired) test recordings for one instrument, `total_seconds` of notes in all."""
+def plan_recordings(spec: InstrumentSpec, total_seconds: float, *, seed: int, cache_dir: Path | None = None,
+                    paired: bool = True) -> list[Recording]:
+    """Train, val and test recordings for one instrument, `total_seconds` of notes in all.
+
+    Paired splits take their pieces in one order for every instrument and fit them into the range every
+    instrument of the table plays, so each piece is note-for-note the same on every instrument; the test
+    split is always paired.
+    """
     pool = catalog()
     by_split = {split: [r for r in pool if split_of(r.piece_id, seed) == split] for split in SPLIT_FRACTIONS}
     # Excerpts of at most a quarter of the total (10-60 s) give train several pieces even at CI size
@@ -100,7 +112,7 @@ def plan_recordings(spec: InstrumentSpec, total_seconds: float, *, seed: int, ca
     low, high = paired_range()
     recordings = []
     for split, fraction in SPLIT_FRACTIONS.items():
-        if split == "test":  # same order and same range for every instrument: the split is paired
+        if paired or split == "test":
             refs = ordered(by_split[split], seed, split)
             kwargs = {"seed": seed, "low": low, "high": high, "max_seconds": cap, "require_fit": True}
         else:
@@ -114,8 +126,9 @@ def plan_recordings(spec: InstrumentSpec, total_seconds: float, *, seed: int, ca
 
 
 def heldout_recordings(recordings: Sequence[Recording], soundfont: SoundFont) -> list[Recording]:
-    """The test recordings again, as split `heldout`; ids `<piece_id>--<soundfont>` (see paired.piece_id_of)."""
-    return [Recording(f"{r.piece_id}{HELDOUT_SEPARATOR}{soundfont.name}", r.piece_id, "heldout", r.notes) for r in recordings if r.split == "test"]
+    """Every recording again, as split `heldout`; ids `<piece_id>--<soundfont>` (see paired.piece_id_of)."""
+    return [Recording(f"{r.piece_id}{HELDOUT_SEPARATOR}{soundfont.name}", r.piece_id, "heldout", r.notes)
+            for r in recordings]
 
 
 def _signature(**fields: object) -> str:
@@ -149,15 +162,16 @@ def _resolve_seconds(seconds_per_instrument: float | None, minutes: float | None
 
 def stage_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano", "violin"), *,
                seconds_per_instrument: float | None = None, minutes: float | None = None, seed: int = 0,
-               heldout_soundfont: bool = True, progress: bool = False, sample_rate: int = 22050,
-               cache_dir: str | os.PathLike | None = None,
+               heldout_soundfont: bool = True, paired: bool = True, progress: bool = False,
+               sample_rate: int = 22050, cache_dir: str | os.PathLike | None = None,
                soundfont_dirs: Sequence[str | os.PathLike] | None = None) -> dict:
     """Render the demo audio as FLAC under `<out_root>/.render/` and write `<out_root>/notes/`.
 
     Per instrument the result lists the JSONL manifest (path, recording_id, split) that
-    `datasets.ingest.add_instrument` reads. Staged FLAC is reused when it exists (written atomically,
-    so an existing file is complete); the staging folder name carries a hash of everything that
-    changes the audio, so other arguments never reuse stale audio.
+    `datasets.ingest.add_instrument` reads, and the training renderings by piece (for the pairs).
+    Staged FLAC is reused when it exists (written atomically, so an existing file is complete); the
+    staging folder name carries a hash of everything that changes the audio, so other arguments never
+    reuse stale audio.
     """
     from tqdm.auto import tqdm
 
@@ -167,31 +181,31 @@ def stage_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano
     total_seconds = _resolve_seconds(seconds_per_instrument, minutes)
     out_root = Path(out_root)
     cache = Path(cache_dir) if cache_dir is not None else None
-    training_sf, heldout_sf = choose_soundfonts(find_soundfonts(soundfont_dirs))
+    training_sf, heldout_sfs = choose_soundfonts(find_soundfonts(soundfont_dirs))
     heldout_note = None
-    if heldout_soundfont and heldout_sf is None:
+    if heldout_soundfont and not heldout_sfs:
         heldout_note = (f"heldout split skipped: only {training_sf.name} ({training_sf.path}) is available, so no "
-                        "SoundFont can be held out; install fluid-soundfont-gm or musescore-general-soundfont "
-                        "to get one")
+                        "SoundFont can be held out; install fluid-soundfont-gm or csound-soundfont to get one "
+                        "(the timbre judge then learns from another sample set than the model)")
         logger.warning(heldout_note)
     if not heldout_soundfont:
-        heldout_sf = None
+        heldout_sfs = []
     renderers: dict[str, NoteRenderer] = {}
 
-    result: dict = {"out_root": str(out_root), "sample_rate": sample_rate, "seed": seed,
+    result: dict = {"out_root": str(out_root), "sample_rate": sample_rate, "seed": seed, "paired": paired,
                     "seconds_per_instrument": total_seconds,
-                    "soundfonts": {"train": str(training_sf.path), "heldout": str(heldout_sf.path) if heldout_sf else None},
+                    "soundfonts": {"train": str(training_sf.path), "heldout": [str(h.path) for h in heldout_sfs]},
                     "heldout_skipped": heldout_note, "instruments": {}, "test_pieces": []}
     rendered_seconds = render_wall = 0.0
     for spec in specs:
-        recordings = plan_recordings(spec, total_seconds, seed=seed, cache_dir=cache)
+        recordings = plan_recordings(spec, total_seconds, seed=seed, cache_dir=cache, paired=paired)
         jobs = [(r, training_sf) for r in recordings]
-        if heldout_sf is not None:
+        for heldout_sf in heldout_sfs:
             jobs += [(r, heldout_sf) for r in heldout_recordings(recordings, heldout_sf)]
         sig = _signature(format=RENDER_FORMAT, instrument=spec, seconds=total_seconds, seed=seed, sample_rate=sample_rate,
-                         soundfonts=[training_sf.name, heldout_sf.name if heldout_sf else None])
+                         paired=paired, soundfonts=[training_sf.name, *(h.name for h in heldout_sfs)])
         stage = out_root / ".render" / f"{spec.name}-{sig}"
-        rows = []
+        rows, training_renders = [], {}
         for rec, soundfont in tqdm(jobs, desc=f"render {spec.name}", unit="piece", disable=not progress):
             path = stage / soundfont.name / f"{rec.recording_id}.flac"
             if not path.is_file():
@@ -203,13 +217,15 @@ def stage_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano
                 rendered_seconds += len(audio) / sample_rate
                 atomic_write(path, lambda tmp, a=audio: sf.write(tmp, a, sample_rate, format="FLAC", subtype="PCM_16"))
             rows.append({"path": str(path.resolve()), "recording_id": rec.recording_id, "split": rec.split})
+            if soundfont is training_sf:
+                training_renders[rec.piece_id] = (rec.split, str(path.resolve()))
         manifest_path = stage / "manifest.jsonl"
         text = "".join(json.dumps(row) + "\n" for row in rows)
         if not manifest_path.is_file() or manifest_path.read_text() != text:
             atomic_write(manifest_path, lambda tmp, t=text: Path(tmp).write_text(t))
         _write_notes(out_root / "notes", recordings)
         result["instruments"][spec.name] = {"staging": str(stage), "source_manifest": str(manifest_path),
-                                            "recordings": len(rows)}
+                                            "recordings": len(rows), "training_renders": training_renders}
         result["test_pieces"] = sorted(r.piece_id for r in recordings if r.split == "test")
     result["rendered_seconds"] = round(rendered_seconds, 3)
     result["render_wall_seconds"] = round(render_wall, 3)
@@ -218,23 +234,48 @@ def stage_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano
 
 def render_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano", "violin"), *,
                 seconds_per_instrument: float | None = None, minutes: float | None = None, seed: int = 0,
-                heldout_soundfont: bool = True, progress: bool = False, sample_rate: int = 22050,
-                cache_dir: str | os.PathLike | None = None,
+                heldout_soundfont: bool = True, paired: bool = True, progress: bool = False,
+                sample_rate: int = 22050, cache_dir: str | os.PathLike | None = None,
                 soundfont_dirs: Sequence[str | os.PathLike] | None = None) -> dict:
     """Render and ingest demo instruments under `out_root`; returns what was made.
 
     `<out_root>/<instrument>/` gets shards + manifest.json, `<out_root>/notes/` the paired test note
-    lists. Defaults make a CI-sized set (about a minute of audio per instrument, seconds of work);
-    `minutes=30` a real local one. Re-running with the same arguments reuses the staged FLAC and the
-    shards. The result is stage_demo's plus, per instrument, the manifest path and seconds per split.
+    lists, and (paired, two instruments or more) `<out_root>/pairs/` the aligned passages. Defaults make a
+    CI-sized set (about a minute of audio per instrument, seconds of work); `minutes=30` a real local
+    one. Re-running with the same arguments reuses the staged FLAC and the shards. The result is
+    stage_demo's plus, per instrument, the manifest path and seconds per split, and `pairs` (the paired
+    dataset's folder, or None).
     """
     result = stage_demo(out_root, instruments, seconds_per_instrument=seconds_per_instrument, minutes=minutes,
-                        seed=seed, heldout_soundfont=heldout_soundfont, progress=progress, sample_rate=sample_rate,
-                        cache_dir=cache_dir, soundfont_dirs=soundfont_dirs)
+                        seed=seed, heldout_soundfont=heldout_soundfont, paired=paired, progress=progress,
+                        sample_rate=sample_rate, cache_dir=cache_dir, soundfont_dirs=soundfont_dirs)
     for name, info in result["instruments"].items():
         info.update(_ingest(name, Path(info["source_manifest"]), Path(out_root) / name,
                             sample_rate=sample_rate, seed=seed, progress=progress))
+    result["pairs"] = _pairs(result, Path(out_root), sample_rate) if paired and len(instruments) > 1 else None
     return result
+
+
+def _pairs(result: dict, out_root: Path, sample_rate: int) -> str:
+    """`<out_root>/pairs/` from the training renderings of every piece all instruments played; skipped
+    when a stamp says the same renderings made the current pairs."""
+    names = list(result["instruments"])
+    renders = {name: result["instruments"][name]["training_renders"] for name in names}
+    common = sorted(set.intersection(*(set(r) for r in renders.values())))
+    recordings = [AlignedRecording(piece, renders[names[0]][piece][0],
+                                   {name: Path(renders[name][piece][1]) for name in names}) for piece in common]
+    out = out_root / PAIRS_DIR
+    sources = sorted(str(p) for rec in recordings for p in rec.paths.values())
+    key = _signature(instruments=names, sources=sources, sample_rate=sample_rate)
+    stamp_path = out / ".built.json"
+    try:
+        if json.loads(stamp_path.read_text())["key"] == key and (out / "manifest.json").is_file():
+            return str(out)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    write_pair_dataset(out, recordings, names, sample_rate=sample_rate)
+    write_json_atomic(stamp_path, {"key": key})
+    return str(out)
 
 
 def _ingest(instrument: str, source_manifest: Path, instrument_dir: Path, *, sample_rate: int, seed: int,

@@ -28,8 +28,9 @@ SPLITS = ("train", "val", "test", "heldout")
 REQUIRED_KEYS = ("instrument", "sample_rate", "segment_seconds", "splits", "shards")
 
 
-def read_manifest(location: str | Path) -> dict[str, Any]:
-    """Load and check `<location>/manifest.json`; DataError naming the file when missing or malformed."""
+def read_manifest(location: str | Path, required: tuple[str, ...] = REQUIRED_KEYS) -> dict[str, Any]:
+    """Load and check `<location>/manifest.json` (an instrument's, or with `required` another kind's,
+    e.g. a paired dataset's); DataError naming the file when missing or malformed."""
     path = join_location(location, MANIFEST_NAME)
     try:
         with open_url(path) as fh:
@@ -44,7 +45,7 @@ def read_manifest(location: str | Path) -> dict[str, Any]:
         manifest = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: manifest is not valid JSON ({exc}); re-run `audiostyle data add`") from exc
-    missing = [k for k in REQUIRED_KEYS if not isinstance(manifest, dict) or k not in manifest]
+    missing = [k for k in required if not isinstance(manifest, dict) or k not in manifest]
     if missing:
         raise DataError(f"{path}: manifest lacks {', '.join(missing)}; re-run `audiostyle data add`")
     return manifest
@@ -71,7 +72,7 @@ def shard_urls(location: str | Path, manifest: dict[str, Any], split: str) -> li
     if not shards:
         present = [s for s, v in manifest["splits"].items() if v.get("shards")]
         raise DataError(
-            f"{join_location(location, MANIFEST_NAME)}: instrument {manifest['instrument']!r} has no "
+            f"{join_location(location, MANIFEST_NAME)}: {manifest.get('instrument', 'the dataset')!r} has no "
             f"'{split}' shards (splits present: {', '.join(present) or 'none'}). Give it more recordings "
             "(splits are made by recording) or set split fractions so this split gets at least one.")
     return [join_location(location, name) for name in shards]

@@ -2,8 +2,9 @@
 from each instrument's shards, with the note list the audio was rendered from.
 
 The demo's test split holds the same pieces on every instrument (recording_id = piece id) and
-`<root>/notes/<piece_id>.json` holds their notes; the `heldout` split holds them again rendered with
-another SoundFont, as recording ids `<piece_id>--<soundfont>`. Segments are placed back at their
+`<root>/notes/<piece_id>.json` holds their notes; the `heldout` split holds every piece again rendered
+with each held-out SoundFont, as recording ids `<piece_id>--<soundfont>`; its test pieces are the same
+test again, played by a sample set the model never heard. Segments are placed back at their
 `offset_seconds`, so gaps that ingest dropped as silence come back as zeros and the audio stays aligned
 with the notes.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +42,20 @@ class PairedItem:
 
 
 def piece_id_of(recording_id: str) -> str:
-    """The piece a recording plays: `chorale_bwv26_6--timgm6mb` -> `chorale_bwv26_6`."""
+    """The piece a recording plays: `chorale_bwv26_6--fluidr3` -> `chorale_bwv26_6`."""
     return recording_id.split(HELDOUT_SEPARATOR, 1)[0]
+
+
+def soundfont_of(recording_id: str) -> str | None:
+    """The held-out SoundFont a recording was rendered with (`...--fluidr3` -> `fluidr3`), else None."""
+    _, sep, tag = recording_id.partition(HELDOUT_SEPARATOR)
+    return tag if sep else None
+
+
+def heldout_soundfonts(instrument_dir: str | Path) -> list[str]:
+    """The held-out SoundFonts an instrument's `heldout` split was rendered with, sorted."""
+    recordings = read_manifest(instrument_dir).get("recordings", {})
+    return sorted({tag for rid, split in recordings.items() if split == "heldout" and (tag := soundfont_of(rid))})
 
 
 def _assemble(segments: list[tuple[dict, bytes]], sample_rate: int, where: str) -> np.ndarray:
@@ -60,13 +73,16 @@ def _assemble(segments: list[tuple[dict, bytes]], sample_rate: int, where: str) 
     return audio
 
 
-def load_instrument_split(instrument_dir: str | Path, split: str = "test") -> tuple[dict[str, np.ndarray], int]:
-    """{recording_id: audio} of one instrument's split, and the sample rate."""
+def load_instrument_split(instrument_dir: str | Path, split: str = "test",
+                          keep: Callable[[str], bool] | None = None) -> tuple[dict[str, np.ndarray], int]:
+    """{recording_id: audio} of one instrument's split (the recordings `keep` accepts), and the sample rate."""
     manifest = read_manifest(instrument_dir)
     sample_rate = int(manifest["sample_rate"])
     by_recording: dict[str, list[tuple[dict, bytes]]] = defaultdict(list)
     for segment in iter_segments(instrument_dir, split, manifest):
-        by_recording[str(segment.record["recording_id"])].append((segment.record, segment.flac))
+        rid = str(segment.record["recording_id"])
+        if keep is None or keep(rid):
+            by_recording[rid].append((segment.record, segment.flac))
     where = f"{instrument_dir}/{MANIFEST_NAME}"
     return {rid: _assemble(segs, sample_rate, where) for rid, segs in by_recording.items()}, sample_rate
 
@@ -85,8 +101,22 @@ def _load_notes(root: Path, piece_id: str) -> list[dict]:
     return notes
 
 
-def load_paired_test(root: str | Path, instruments: Sequence[str], split: str = "test") -> list[PairedItem]:
+def _heldout_test_filter(folder: Path, soundfont: str | None) -> Callable[[str], bool]:
+    """Accepts the held-out recordings of `soundfont` that play one of the instrument's test pieces."""
+    test_pieces = {rid for rid, split in read_manifest(folder).get("recordings", {}).items() if split == "test"}
+
+    def keep(recording_id: str) -> bool:
+        return soundfont_of(recording_id) == soundfont and piece_id_of(recording_id) in test_pieces
+
+    return keep
+
+
+def load_paired_test(root: str | Path, instruments: Sequence[str], split: str = "test",
+                     soundfont: str | None = None) -> list[PairedItem]:
     """The pieces present in `split` of every instrument under `root`, sorted by piece id.
+
+    For the `heldout` split: the test pieces as held-out SoundFont `soundfont` played them (default: the
+    first held-out SoundFont of the first instrument).
 
     Audio of one piece is trimmed to the shortest instrument's length (renderings differ only in
     release tails), and notes are clipped to that length, since ingest may drop a last partial
@@ -102,7 +132,11 @@ def load_paired_test(root: str | Path, instruments: Sequence[str], split: str = 
         if not (folder / MANIFEST_NAME).is_file():
             raise DataError(f"{folder / MANIFEST_NAME}: instrument {name!r} has no dataset under {root}; create it "
                             f"with `audiostyle data demo --instruments {','.join(instruments)} --out {root}`")
-        audio, rates[name] = load_instrument_split(folder, split)
+        keep = None
+        if split == "heldout":
+            soundfont = soundfont or next(iter(heldout_soundfonts(folder)), None)
+            keep = _heldout_test_filter(folder, soundfont)
+        audio, rates[name] = load_instrument_split(folder, split, keep)
         per_instrument[name] = {piece_id_of(rid): wave for rid, wave in audio.items()}
     if len(set(rates.values())) != 1:
         raise DataError(f"{root}: instruments have different sample rates {rates}; render them at one rate")

@@ -96,20 +96,25 @@ class ShardSequenceWriter:
 
     def write_segment(self, key: str, flac: bytes, record: dict[str, Any]) -> None:
         """Append one segment (FLAC bytes + JSON record); starts a new shard when this one is full."""
+        self.write_sample(key, {"flac": flac}, record)
+
+    def write_sample(self, key: str, members: dict[str, bytes], record: dict[str, Any]) -> None:
+        """Append one sample: `<key>.<ext>` per member plus `<key>.json` (a paired passage has one
+        `<instrument>.flac` member per instrument)."""
         if not _KEY_RE.match(key):
             raise ValueError(f"segment key {key!r} must use only letters, digits, '_' and '-'")
         if key in self._keys:
             raise ValueError(f"duplicate segment key {key!r} in split {self.split!r}")
         self._keys.add(key)
         meta = json.dumps(record, sort_keys=True).encode("utf-8")
-        size = _member_bytes(len(flac)) + _member_bytes(len(meta))
+        size = sum(_member_bytes(len(b)) for b in members.values()) + _member_bytes(len(meta))
         # 2 blocks of end-of-archive zeros; a shard always takes at least one segment
         if self._tar is not None and self._count and self._hash.bytes + size + 2 * _TAR_BLOCK > self.max_bytes:
             self._finish()
         if self._tar is None:
             self._start()
-        # TarWriter writes members in sorted extension order: <key>.flac then <key>.json, adjacent
-        self._tar.write({"__key__": key, "flac": flac, "json": meta})
+        # TarWriter writes members in sorted extension order, all of one key adjacent
+        self._tar.write({"__key__": key, **members, "json": meta})
         self._count += 1
         self._seconds += float(record.get("duration_seconds", 0.0))
 

@@ -1,8 +1,11 @@
-"""SoundFonts for the demo instruments: where they are, which General MIDI program plays each
-instrument and in which range, and turning a monophonic note list into mono audio with tinysoundfont.
+"""SoundFonts for the demo instruments: where they are, which one trains and which are held out, which
+General MIDI program plays each instrument and in which range, and turning a monophonic note list into
+mono audio with tinysoundfont.
 
-TimGM6mb ships inside the pretty_midi wheel, so it is always available; FluidR3_GM (Debian
-`fluid-soundfont-gm`) and MuseScore_General (Debian `musescore-general-soundfont*`) are used when installed.
+TimGM6mb ships inside the pretty_midi wheel, so it is on every machine: the demo always trains on it, and
+the same `data demo` command gives the same shards everywhere (CI included). Any other SoundFont found
+(Debian's `fluid-soundfont-gm` and `csound-soundfont`) is held out: its renderings train the evaluation's
+timbre judge, which then never hears the sample set the model learned from.
 tinysoundfont renders bit-identical audio for the same input (the reason it is the renderer here).
 """
 
@@ -83,8 +86,12 @@ class SoundFont:
 
 
 SYSTEM_DIRS = (Path("/usr/share/sounds/sf2"), Path("/usr/share/sounds/sf3"))
-# File name patterns by tag, in order of preference for training (best sample quality first).
-_SYSTEM_PATTERNS = (("fluidr3", "FluidR3_GM.sf2"), ("musescore", "MuseScore_General*.sf[23]"))
+TRAINING_SOUNDFONT = "timgm6mb"
+# Held-out SoundFonts by tag and file name pattern. MuseScore_General is left out on purpose: rendered by
+# tinysoundfont, its grand piano sounds two octaves below the notes (spectral centroid 286 Hz against
+# 880-1,640 Hz for the other banks, measured on the same chorale), and a judge trained on it learns a
+# wrong piano.
+_SYSTEM_PATTERNS = (("fluidr3", "FluidR3_GM.sf2"), ("csound", "sf_GMbank.sf2"))
 
 
 def timgm_path() -> Path:
@@ -99,33 +106,27 @@ def timgm_path() -> Path:
 
 
 def find_soundfonts(search_dirs: Iterable[str | os.PathLike] | None = None) -> list[SoundFont]:
-    """SoundFonts present here, preferred-for-training first: FluidR3, MuseScore General, then TimGM6mb.
+    """SoundFonts present here: TimGM6mb first (always), then the held-out ones found (FluidR3, csound).
 
-    `search_dirs` defaults to /usr/share/sounds/sf2 and sf3 (where the Debian packages put them).
+    `search_dirs` defaults to /usr/share/sounds/sf2 and sf3 (where the Debian packages put them). A
+    dangling link (a package removed) is not a SoundFont.
     """
     dirs = [Path(d) for d in (search_dirs if search_dirs is not None else SYSTEM_DIRS)]
-    found: list[SoundFont] = []
+    found = [SoundFont(TRAINING_SOUNDFONT, timgm_path())]
     for tag, pattern in _SYSTEM_PATTERNS:
-        # sorted() so that, with several MuseScore variants installed, the pick does not depend on the
-        # directory listing order; shortest name first prefers the plain HQ file over -Lite/-Lossless.
-        matches = sorted((p for d in dirs if d.is_dir() for p in d.glob(pattern)), key=lambda p: (len(p.name), p.name))
+        matches = sorted(p for d in dirs if d.is_dir() for p in d.glob(pattern) if p.is_file())
         if matches:
             found.append(SoundFont(tag, matches[0]))
-    found.append(SoundFont("timgm6mb", timgm_path()))
     return found
 
 
-def choose_soundfonts(available: Sequence[SoundFont]) -> tuple[SoundFont, SoundFont | None]:
-    """(training SoundFont, held-out SoundFont or None).
-
-    The best system SoundFont trains and TimGM6mb is held out, because it is a genuinely different
-    (low-fidelity) sample set; with TimGM6mb alone there is nothing to hold out.
-    """
-    if not available:
-        raise DataError("no SoundFont found; TimGM6mb.sf2 should come with pretty_midi")
-    training = available[0]
-    heldout = next((sf for sf in available if sf.name == "timgm6mb" and sf is not training), None)
-    return training, heldout
+def choose_soundfonts(available: Sequence[SoundFont]) -> tuple[SoundFont, list[SoundFont]]:
+    """(the training SoundFont, the held-out ones): TimGM6mb trains, every other one is held out."""
+    training = next((sf for sf in available if sf.name == TRAINING_SOUNDFONT), None)
+    if training is None:
+        raise DataError("TimGM6mb.sf2 was not found; it should come with pretty_midi "
+                        "(`pip install --force-reinstall pretty_midi`)")
+    return training, [sf for sf in available if sf is not training]
 
 
 class NoteRenderer:

@@ -16,6 +16,7 @@ from audiostyle.datasets.demo_scores import catalog, fit_shift, load_line, reali
 from audiostyle.datasets.soundfonts import (
     INSTRUMENTS,
     NoteRenderer,
+    choose_soundfonts,
     find_soundfonts,
     instrument_spec,
     paired_range,
@@ -61,11 +62,20 @@ def test_unknown_instrument_names_it_and_lists_the_known_ones():
         stage_demo("/nonexistent", ("piano", "kazoo"))
 
 
-def test_timgm_always_found_and_system_soundfonts_preferred_for_training(tmp_path):
+def test_timgm_trains_and_every_other_soundfont_is_held_out(tmp_path):
     assert [s.name for s in find_soundfonts([tmp_path])] == ["timgm6mb"]
-    (tmp_path / "MuseScore_General-Lite.sf3").symlink_to(timgm_path())
     (tmp_path / "FluidR3_GM.sf2").symlink_to(timgm_path())
-    assert [s.name for s in find_soundfonts([tmp_path])] == ["fluidr3", "musescore", "timgm6mb"]
+    (tmp_path / "sf_GMbank.sf2").symlink_to(timgm_path())
+    (tmp_path / "MuseScore_General-Lite.sf3").symlink_to(timgm_path())  # left out: its piano renders wrongly
+    (tmp_path / "dangling").mkdir()
+    (tmp_path / "dangling" / "FluidR3_GM.sf2").symlink_to(tmp_path / "removed.sf2")  # a package removed
+    assert [s.name for s in find_soundfonts([tmp_path / "dangling"])] == ["timgm6mb"]
+    found = find_soundfonts([tmp_path])
+    assert [s.name for s in found] == ["timgm6mb", "fluidr3", "csound"]
+    training, heldout = choose_soundfonts(found)
+    assert training.name == "timgm6mb" and training.path == timgm_path()
+    assert [h.name for h in heldout] == ["fluidr3", "csound"]
+    assert choose_soundfonts(find_soundfonts([tmp_path / "none"]))[1] == []
 
 
 def test_rendering_is_deterministic_and_audible(renderer):
@@ -114,7 +124,7 @@ def test_octave_fitting_and_paired_realization(score_cache):
     assert len({o["pitch"] - n["pitch"] for o, n in zip(other, notes)}) == 1
 
 
-def test_splits_are_by_piece_and_the_test_split_is_paired(score_cache):
+def test_splits_are_by_piece_and_every_split_is_paired(score_cache):
     plans = {name: plan_recordings(instrument_spec(name), 60.0, seed=1, cache_dir=score_cache)
              for name in ("piano", "violin", "cello")}
     split_of_piece: dict[str, set[str]] = defaultdict(set)
@@ -124,10 +134,18 @@ def test_splits_are_by_piece_and_the_test_split_is_paired(score_cache):
             split_of_piece[r.piece_id].add(r.split)
             assert split_of(r.piece_id, 1) == r.split
     assert all(len(s) == 1 for s in split_of_piece.values()), "a piece landed in two splits"
-    tests = {name: [(r.piece_id, r.notes) for r in recs if r.split == "test"] for name, recs in plans.items()}
-    assert tests["piano"] == tests["violin"] == tests["cello"]
     low, high = paired_range()
-    assert all(low <= n["pitch"] <= high for _, notes in tests["piano"] for n in notes)
+    for split in ("train", "val", "test"):
+        played = {name: [(r.piece_id, r.notes) for r in recs if r.split == split] for name, recs in plans.items()}
+        assert played["piano"] == played["violin"] == played["cello"], f"{split} is not paired"
+        assert all(low <= n["pitch"] <= high for _, notes in played["piano"] for n in notes)
+    # Unpaired: train pieces are drawn per instrument (in its own range); the test split stays paired.
+    unpaired = {name: plan_recordings(instrument_spec(name), 60.0, seed=1, cache_dir=score_cache, paired=False)
+                for name in ("piano", "violin")}
+    train = {name: [r.piece_id for r in recs if r.split == "train"] for name, recs in unpaired.items()}
+    assert train["piano"] != train["violin"]
+    tests = {name: [(r.piece_id, r.notes) for r in recs if r.split == "test"] for name, recs in unpaired.items()}
+    assert tests["piano"] == tests["violin"]
     # Another seed moves pieces between splits.
     assert any(split_of(p, 2) != next(iter(s)) for p, s in split_of_piece.items())
 
@@ -141,14 +159,17 @@ def test_stage_demo_writes_paired_notes_heldout_split_and_reuses_audio(tmp_path,
     out = tmp_path / "demo"
     args = dict(seconds_per_instrument=20, seed=0, cache_dir=score_cache, soundfont_dirs=[fonts])
     result = stage_demo(out, ("piano", "violin", "cello"), **args)
-    assert result["heldout_skipped"] is None and result["soundfonts"]["heldout"] == str(timgm_path())
+    assert result["heldout_skipped"] is None
+    assert result["soundfonts"] == {"train": str(timgm_path()), "heldout": [str(fonts / "FluidR3_GM.sf2")]}
     rows = {name: [json.loads(line) for line in open(info["source_manifest"])]
             for name, info in result["instruments"].items()}
     test_ids = result["test_pieces"]
     for manifest in rows.values():
         assert sorted(r["recording_id"] for r in manifest if r["split"] == "test") == test_ids
+        # every piece again with the held-out SoundFont: the judge learns from the train and val pieces
+        pieces = sorted(r["recording_id"] for r in manifest if r["split"] != "heldout")
         assert sorted(r["recording_id"] for r in manifest if r["split"] == "heldout") == [
-            f"{p}--timgm6mb" for p in test_ids]
+            f"{p}--fluidr3" for p in pieces]
         for row in manifest:
             info = sf.info(row["path"])
             assert info.samplerate == SR and info.channels == 1 and info.format == "FLAC"

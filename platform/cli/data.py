@@ -27,7 +27,12 @@ _DEMO_EXAMPLES = """examples:
   audiostyle data demo --minutes 30                      # a real local set: 30 min per instrument
 
 Renders music21's bundled scores with real SoundFont samples (tinysoundfont), so nothing is downloaded.
-The test split is paired: the same pieces on every instrument, with their note lists under notes/."""
+Every split is paired: the same pieces on every instrument, split by piece, so a test piece is never
+heard in training on any instrument. pairs/ holds them cut into aligned passages (data.pairs in an
+experiment trains on them); the test pieces' note lists are under notes/. The instruments are rendered
+with TimGM6mb (in the pretty_midi wheel, so the data is the same on every machine); every other
+SoundFont installed (apt-get install fluid-soundfont-gm csound-soundfont) renders the 'heldout' split,
+from which the evaluation's timbre judge learns."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -65,7 +70,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     size.add_argument("--minutes", type=float, help="minutes of audio per instrument (a real local set: 30-60)")
     size.add_argument("--seconds", type=float, help="seconds of audio per instrument (tests use ~40)")
     demo.add_argument("--seed", type=int, default=0, help="seed of piece selection and splits (default: 0)")
-    demo.add_argument("--no-heldout", action="store_true", help="do not hold a SoundFont out for a 'heldout' split")
+    demo.add_argument("--no-heldout", action="store_true", help="do not render the 'heldout' split with the other "
+                                                                  "SoundFonts installed")
+    demo.add_argument("--soundfont-dir", action="append", default=[], metavar="DIR",
+                      help="also look for held-out SoundFonts (FluidR3_GM.sf2, sf_GMbank.sf2) in DIR; repeatable "
+                           "(default: only /usr/share/sounds/sf2 and sf3)")
+    demo.add_argument("--unpaired", action="store_true",
+                      help="draw train and val pieces separately per instrument (no pairs/); the test split "
+                           "stays paired")
     demo.set_defaults(func=run_demo)
 
     info = dsub.add_parser("info", help="summarise an instrument folder (its manifest.json)",
@@ -122,14 +134,24 @@ def run_demo(args: argparse.Namespace) -> int:
     from audiostyle.platform.data.prepare import prepare_demo
 
     names = tuple(n.strip() for n in args.instruments.split(",") if n.strip())
-    prepare_demo(args.out, names, seconds_per_instrument=args.seconds, minutes=args.minutes, seed=args.seed,
-                heldout_soundfont=not args.no_heldout, progress=True)
+    from audiostyle.datasets.soundfonts import SYSTEM_DIRS
+
+    result = prepare_demo(args.out, names, seconds_per_instrument=args.seconds, minutes=args.minutes, seed=args.seed,
+                          heldout_soundfont=not args.no_heldout, paired=not args.unpaired, progress=True,
+                          soundfont_dirs=[*SYSTEM_DIRS, *args.soundfont_dir])
     for name in names:
         print("\n".join(summary_lines(read_manifest(Path(args.out) / name))))
+    if result.get("pairs"):
+        from audiostyle.datasets.pair_dataset import describe, read_pair_manifest
+
+        print(describe(read_pair_manifest(result["pairs"])))
+    if result.get("heldout_skipped"):
+        print(f"note: {result['heldout_skipped']}")
     print(f"\nInstruments under {args.out}/; list them in an experiment YAML as:")
     for name in names:
         print(_yaml_line(name, f"${{data.root}}/{name}"))
-    print(f"(with data.root: {args.out})")
+    print(f"(with data.root: {args.out})" + (f"; train on the pairs with data.pairs: {result['pairs']}"
+                                             if result.get("pairs") else ""))
     return 0
 
 
