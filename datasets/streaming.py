@@ -7,6 +7,10 @@ positives and negatives of each). Shards are drawn with replacement and the load
 fixed count (`with_epoch`), so every rank sees exactly the same number of batches, for validation
 too: an uneven count makes the ranks that finish first skip a collective and DDP hangs.
 
+With `data.pairs` (a paired dataset, datasets/pair_dataset.py), each batch also holds aligned pairs:
+the same window of one passage as two instruments of the experiment played it, (source, target) drawn
+uniformly among the instruments the passage has, streamed from the pair shards the same way.
+
 `wds.WebDataset(resampled=True)` seeds its shard sampler from the clock and /dev/urandom, so the
 same stages are assembled here in a `wds.DataPipeline` around a deterministic `ResampledShards`;
 every random choice is seeded from (seed, instrument, epoch, rank, worker). Rank and world size are
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,13 +29,15 @@ import torch
 import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from audiostyle.datasets.audio_io import read_crop
+from audiostyle.datasets.audio_io import read_crop, read_window
 from audiostyle.datasets.manifest import read_manifest, shard_urls
+from audiostyle.datasets.pair_dataset import instrument_members, read_pair_manifest, record_of
 from audiostyle.platform.config.schema import ExperimentConfig
 from audiostyle.platform.core.errors import ConfigError, DataError
 from audiostyle.platform.core.locations import open_url
 
 _SPLIT_INDEX = {"train": 0, "val": 1, "test": 2, "heldout": 3}  # so val crops differ from train crops
+_PAIR_STREAM = 1 << 20  # seeds the pair stream apart from every instrument's (labels are small numbers)
 
 
 def instrument_quotas(weights: list[float], batch_size: int) -> list[int]:
@@ -72,11 +79,22 @@ def _open_shards(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield dict(sample, stream=stream)
 
 
+@dataclass(frozen=True)
+class PairSource:
+    """Where a batch's pairs come from: the pair shards of a split, the experiment's instruments they may
+    pair (name -> label), and how many pairs go into each batch."""
+
+    shards: list[str]
+    labels: dict[str, int]
+    per_batch: int
+
+
 class MixedBatchStream(torch.utils.data.IterableDataset):
-    """Endless batches {"audio": [B, N], "label": [B]} holding `quotas[i]` crops of instrument i."""
+    """Endless batches {"audio": [B, N], "label": [B]} holding `quotas[i]` crops of instrument i, and with
+    `pairs` also {"pair_source", "pair_target": [P, N], "pair_source_label", "pair_target_label": [P]}."""
 
     def __init__(self, shard_lists: list[list[str]], quotas: list[int], num_samples: int, *,
-                 shuffle_buffer: int, seed: int, rank: int, world_size: int):
+                 shuffle_buffer: int, seed: int, rank: int, world_size: int, pairs: PairSource | None = None):
         super().__init__()
         self.shard_lists = shard_lists
         self.quotas = quotas
@@ -85,20 +103,15 @@ class MixedBatchStream(torch.utils.data.IterableDataset):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.pairs = pairs
         self.epoch = 0
 
-    def instrument_pipeline(self, label: int, worker: int) -> wds.DataPipeline:
+    def _pipeline(self, shard_list: list[str], stream: int, worker: int, decode) -> wds.DataPipeline:
         # Every rank and worker draws the same shard sequence, then keeps its own slice of it
         # (node splitter, then worker splitter): readers never collide on the same draw.
-        shards = wds.ResampledShards(self.shard_lists[label], seed=mix_seed(self.seed, label, self.epoch),
+        shards = wds.ResampledShards(shard_list, seed=mix_seed(self.seed, stream, self.epoch),
                                      deterministic=True, worker_seed=lambda: 0)
-        local = mix_seed(self.seed, label, self.epoch, self.rank, worker)
-        crop_rng = np.random.default_rng(local)
-        n = self.num_samples
-
-        def crop(sample: dict[str, Any]) -> np.ndarray:
-            return read_crop(sample["flac"], n, crop_rng, name=f"{sample['__url__']}:{sample['__key__']}.flac")
-
+        local = mix_seed(self.seed, stream, self.epoch, self.rank, worker)
         return wds.DataPipeline(
             shards,
             _node_splitter(self.rank, self.world_size),
@@ -107,13 +120,46 @@ class MixedBatchStream(torch.utils.data.IterableDataset):
             tar_file_expander,
             group_by_keys,
             wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, seed=local),
-            wds.map(crop),
+            wds.map(decode(np.random.default_rng(local))),
         )
+
+    def instrument_pipeline(self, label: int, worker: int) -> wds.DataPipeline:
+        n = self.num_samples
+
+        def decoder(rng: np.random.Generator):
+            def crop(sample: dict[str, Any]) -> np.ndarray:
+                return read_crop(sample["flac"], n, rng, name=f"{sample['__url__']}:{sample['__key__']}.flac")
+            return crop
+
+        return self._pipeline(self.shard_lists[label], label, worker, decoder)
+
+    def pair_pipeline(self, worker: int) -> wds.DataPipeline:
+        pairs, n = self.pairs, self.num_samples
+
+        def decoder(rng: np.random.Generator):
+            def pick(sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, int, int]:
+                members = instrument_members(sample)
+                names = sorted(name for name in members if name in pairs.labels)
+                where = f"{sample['__url__']}:{sample['__key__']}"
+                if len(names) < 2:
+                    raise DataError(f"{where}: the passage holds {names or 'none'} of the experiment's instruments "
+                                    f"{sorted(pairs.labels)}; a pair needs two")
+                src, tgt = rng.choice(len(names), size=2, replace=False)
+                record = record_of(sample)
+                frames = int(round(float(record["duration_seconds"]) * float(record["sample_rate"])))
+                start = int(rng.integers(0, max(frames - n, 0) + 1))
+                source = read_window(members[names[src]], start, n, name=f"{where}.{names[src]}.flac")
+                target = read_window(members[names[tgt]], start, n, name=f"{where}.{names[tgt]}.flac")
+                return source, target, pairs.labels[names[src]], pairs.labels[names[tgt]]
+            return pick
+
+        return self._pipeline(pairs.shards, _PAIR_STREAM, worker, decoder)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         worker = info.id if info is not None else 0
         streams = [iter(self.instrument_pipeline(i, worker)) for i in range(len(self.quotas))]
+        pair_stream = iter(self.pair_pipeline(worker)) if self.pairs is not None else None
         labels = torch.tensor([i for i, q in enumerate(self.quotas) for _ in range(q)], dtype=torch.long)
         batch_size = int(labels.shape[0])
         while True:
@@ -123,7 +169,14 @@ class MixedBatchStream(torch.utils.data.IterableDataset):
                 for _ in range(quota):
                     audio[row] = next(stream)
                     row += 1
-            yield {"audio": torch.from_numpy(audio), "label": labels.clone()}
+            batch = {"audio": torch.from_numpy(audio), "label": labels.clone()}
+            if pair_stream is not None:
+                drawn = [next(pair_stream) for _ in range(self.pairs.per_batch)]
+                batch["pair_source"] = torch.from_numpy(np.stack([d[0] for d in drawn]))
+                batch["pair_target"] = torch.from_numpy(np.stack([d[1] for d in drawn]))
+                batch["pair_source_label"] = torch.tensor([d[2] for d in drawn], dtype=torch.long)
+                batch["pair_target_label"] = torch.tensor([d[3] for d in drawn], dtype=torch.long)
+            yield batch
 
 
 class StreamingLoader:
@@ -173,8 +226,27 @@ def make_loader(cfg: ExperimentConfig, split: str, *, seed: int, rank: int = 0,
         shard_lists.append(shard_urls(inst.data, manifest, split))
     quotas = instrument_quotas([inst.weight for inst in cfg.instruments], cfg.data.batch_size)
     num_samples = int(round(cfg.data.segment_seconds * sr))
+    pairs = pair_source(cfg, split) if cfg.data.pairs is not None and split in ("train", "val") else None
     stream = MixedBatchStream(shard_lists, quotas, num_samples, shuffle_buffer=cfg.data.shuffle_buffer,
                               seed=mix_seed(seed, _SPLIT_INDEX.get(split, len(_SPLIT_INDEX))),
-                              rank=rank, world_size=world_size)
+                              rank=rank, world_size=world_size, pairs=pairs)
     num_batches = cfg.data.steps_per_epoch if split == "train" else cfg.data.val_batches
     return StreamingLoader(stream, num_batches, cfg.data.loader_workers, advance=split == "train")
+
+
+def pair_source(cfg: ExperimentConfig, split: str) -> PairSource:
+    """The pairs of `split` for the experiment's instruments; ConfigError/DataError naming data.pairs when
+    the paired dataset does not fit the experiment."""
+    location = cfg.data.pairs
+    manifest = read_pair_manifest(location)
+    if int(manifest["sample_rate"]) != cfg.data.sample_rate:
+        raise DataError(f"{location}/manifest.json: pairs are at {manifest['sample_rate']} Hz but data.sample_rate "
+                        f"is {cfg.data.sample_rate}; render the demo at that rate or change data.sample_rate")
+    labels = {name: i for i, name in enumerate(cfg.instrument_names) if name in manifest["instruments"]}
+    if len(labels) < 2:
+        raise ConfigError(f"{location} pairs {', '.join(manifest['instruments'])}, which includes "
+                          f"{len(labels)} of the experiment's instruments ({', '.join(cfg.instrument_names)}); "
+                          "pairs need two of them", path="data.pairs",
+                          hint="render every instrument of the experiment in one `audiostyle data demo "
+                               "--instruments a,b,c` call, which pairs them all")
+    return PairSource(shard_urls(location, manifest, split), labels, cfg.data.pair_batch_size)

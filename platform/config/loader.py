@@ -205,8 +205,9 @@ def absolutize_paths(data: dict[str, Any], cwd: Path | None = None) -> dict[str,
             inst["data"] = pin(inst["data"])
     section = data.get("data")
     if isinstance(section, dict):
-        if "root" in section:
-            section["root"] = pin(section["root"])
+        for key in ("root", "pairs"):
+            if isinstance(section.get(key), str):
+                section[key] = pin(section[key])
         stats = section.get("stats")
         if isinstance(stats, str) and stats.endswith(".npz"):
             section["stats"] = pin(stats)

@@ -50,9 +50,13 @@ class DataConfig:
     loader_workers: int = 0  # DataLoader processes per training worker
     shuffle_buffer: int = 128
     stats: str = "pooled"  # normalization statistics: 'pooled' (from the instruments' stats) or an .npz path
+    # A paired dataset (the same passages on several instruments; `data demo` writes <root>/pairs): each
+    # batch then also holds `pair_batch_size` aligned (source, target) passages for cross_reconstruction.
+    pairs: str | None = None
+    pair_batch_size: int = 8
 
     def check(self, path: str) -> None:
-        for name in ("sample_rate", "batch_size", "steps_per_epoch", "val_batches"):
+        for name in ("sample_rate", "batch_size", "steps_per_epoch", "val_batches", "pair_batch_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"must be > 0, got {getattr(self, name)}", path=f"{path}.{name}")
         if self.segment_seconds <= 0:
@@ -210,6 +214,11 @@ class ExperimentConfig:
             seen[inst.name] = i
         if len(self.instruments) < 2:
             raise ConfigError("style transfer needs at least two instruments", path="instruments")
+        if "cross_reconstruction" in self.losses and self.data.pairs is None:
+            raise ConfigError(
+                "the cross_reconstruction loss trains on pairs (the same passage on two instruments), but "
+                "data.pairs names no paired dataset", path="data.pairs",
+                hint="`audiostyle data demo` writes one to <out>/pairs: set data.pairs: ${data.root}/pairs")
         for i, phase in enumerate(self.curriculum.phases):
             for term in phase.weights:
                 if term not in self.losses:

@@ -223,8 +223,11 @@ class WorkerLoop:
                     yield batch
             epoch, skip = epoch + 1, 0
 
-    def _to_device(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return batch["audio"].to(self.device, non_blocking=True), batch["label"].to(self.device, non_blocking=True)
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(audio, labels, pairs): `pairs` holds the batch's `pair_*` tensors (empty without data.pairs),
+        passed to the model as they are named."""
+        moved = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        return moved.pop("audio"), moved.pop("label"), moved
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
@@ -248,11 +251,11 @@ class WorkerLoop:
         logged: dict[str, float] = defaultdict(float)
 
         self.gen_opt.zero_grad(set_to_none=True)
-        for i, (audio, labels) in enumerate(micro):
+        for i, (audio, labels, pairs) in enumerate(micro):
             with self._gradient_sync(i):
                 with self._autocast():
                     terms = self.step_module("generator", audio, labels, sampling_prob=sampling_prob,
-                                             active=phase.active_terms)
+                                             active=phase.active_terms, **pairs)
                     loss = sum(phase.weights[t] * terms[t] for t in sorted(phase.active_terms))
                 (loss / self.accum).backward()
             logged["train/loss"] += float(loss.detach()) / self.accum
@@ -266,7 +269,7 @@ class WorkerLoop:
         if phase.train_discriminator and self.step % cfg.optim.disc_every == 0:
             # Discriminator steps start from clean gradients: its parameters are a separate optimizer's.
             self.disc_opt.zero_grad(set_to_none=True)
-            for i, (audio, labels) in enumerate(micro):
+            for i, (audio, labels, _) in enumerate(micro):
                 with self._gradient_sync(i):
                     with self._autocast():
                         d_loss = self.step_module("discriminator", audio, labels)
@@ -302,11 +305,11 @@ class WorkerLoop:
         count = 0
         loader = make_loader(self.cfg, "val", seed=self.cfg.seed, rank=self.rank, world_size=self.world)
         for batch in loader:
-            audio, labels = self._to_device(batch)
+            audio, labels, pairs = self._to_device(batch)
             if first is None:
                 first = (audio, labels)
             with self._autocast():
-                metrics = self.model.validation_metrics(audio, labels)
+                metrics = self.model.validation_metrics(audio, labels, **pairs)
             for k, v in metrics.items():
                 sums[k] += float(v)
             count += 1
