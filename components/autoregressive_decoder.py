@@ -123,7 +123,8 @@ class AutoregressiveDecoder(SpectrogramDecoderBase):
         x = self.prenet(prev) + cond
         return self.run_layers(x, pos, style, memory, mem_pos, self_back=self.self_back, self_ahead=0)
 
-    def forward(self, content: Tensor, style: Tensor, target: Tensor, sampling_prob: float = 0.0) -> Tensor:
+    def forward(self, content: Tensor, style: Tensor, target: Tensor, sampling_prob: float = 0.0,
+                source: Tensor | None = None) -> Tensor:
         """Teacher-forced prediction of `target` [B, 2, T, out_bins] (normalised STFT), same shape out."""
         frames = target.shape[2]
         content = self.align_content(content, frames)
@@ -141,7 +142,8 @@ class AutoregressiveDecoder(SpectrogramDecoderBase):
         return self.tokens_to_frames(self._decode(prev, cond, style, memory, mem_pos), frames)
 
     @torch.no_grad()
-    def generate(self, content: Tensor, style: Tensor, num_frames: int, use_cache: bool = True) -> Tensor:
+    def generate(self, content: Tensor, style: Tensor, num_frames: int, use_cache: bool = True,
+                 source: Tensor | None = None) -> Tensor:
         """Free-running generation of [B, 2, num_frames, out_bins], each patch fed back as the next input."""
         content = self.align_content(content, num_frames)
         cond = self.conditioning(content, style)

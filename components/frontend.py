@@ -34,6 +34,9 @@ from audiostyle.platform.core.registry import register
 class StftCqtFrontend(nn.Module):
     """Complex STFT + CQT (real/imag) features, class-agnostic normalization, inverse STFT synthesis."""
 
+    uses_dataset_statistics = True  # pooled per-bin mean/std (stats/normalization_stats.load_stats)
+    channels = 2  # real, imaginary
+
     def __init__(
         self,
         sample_rate: int,
@@ -139,8 +142,11 @@ class StftCqtFrontend(nn.Module):
         """normalize(analyze(wave))."""
         return self.normalize(self.analyze(wave))
 
-    def synthesize(self, stft_norm: torch.Tensor, length: int) -> torch.Tensor:
-        """Normalized STFT features [B, 2, T, stft_bins] (or all bins; CQT ignored) -> waveforms [B, length]."""
+    def synthesize(self, stft_norm: torch.Tensor, length: int, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalized STFT features [B, 2, T, stft_bins] (or all bins; CQT ignored) -> waveforms [B, length].
+
+        The features hold the phase already, so `reference` (accepted for interface parity with magnitude
+        front ends, which take their phase from it) is not used."""
         if stft_norm.dim() != 4 or stft_norm.shape[1] != 2:
             raise ValueError(f"expected features shaped [batch, 2, frames, bins], got {tuple(stft_norm.shape)}")
         with torch.autocast(device_type=stft_norm.device.type, enabled=False):

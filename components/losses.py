@@ -5,6 +5,9 @@ Call signatures (the model system, components/timbre_transfer.py, calls these):
 - `spectral_reconstruction(pred_feats, target_feats, pred_wave=None, target_wave=None)`
   complex L1 on normalized features [B, 2, T, F] (+ multi-resolution STFT on waveforms [B, N] when given).
   `.terms(...)` returns the parts as a dict for diagnostics.
+- `log_spectral_l1(pred_feats, target_feats)`  L1 on log-magnitude features [B, 1, T, F] (`log_stft`).
+  Reconstruction losses say with `needs_waveforms` whether the model must synthesize waveforms for them
+  (an inverse STFT per step, or Griffin-Lim for a magnitude front end, which training should not pay).
 - `supervised_infonce(style[B, d], labels[B])`  supervised contrastive loss on L2-normalized embeddings.
 - `prototype_margin(style[B, d], labels[B])`  hinge between per-class batch prototypes, scale-invariant.
 - `hsic_rbf(style[B, ds], content[B, dc] or [B, T, dc])`  (unbiased) HSIC, RBF kernels, median bandwidth per set.
@@ -37,6 +40,8 @@ def _zero_like(x: torch.Tensor) -> torch.Tensor:
 @register("loss", "spectral_reconstruction")
 class SpectralReconstructionLoss(nn.Module):
     """L1 on normalized complex features + multi-resolution STFT (spectral convergence + log magnitude)."""
+
+    needs_waveforms = True
 
     def __init__(self, fft_sizes: Sequence[int] = (512, 1024, 2048), hop_fraction: float = 0.25,
                  complex_weight: float = 1.0, stft_weight: float = 1.0, eps: float = 1e-7) -> None:
@@ -85,6 +90,24 @@ class SpectralReconstructionLoss(nn.Module):
         if "spectral_convergence" in t:
             total = total + self.stft_weight * (t["spectral_convergence"] + t["log_magnitude"])
         return total
+
+
+@register("loss", "log_spectral_l1")
+class LogSpectralL1(nn.Module):
+    """Mean |pred - target| over log-magnitude features: a quiet partial counts like a loud one, so the
+    harmonics above the fundamental (where instruments differ most) are learned, not just the loudest bins."""
+
+    needs_waveforms = False
+
+    def __init__(self) -> None:  # explicit: nn.Module's (*args, **kwargs) would accept any injected argument
+        super().__init__()
+
+    def forward(self, pred_feats: torch.Tensor, target_feats: torch.Tensor,
+                pred_wave: torch.Tensor | None = None, target_wave: torch.Tensor | None = None) -> torch.Tensor:
+        if pred_feats.shape != target_feats.shape:
+            raise ValueError(f"prediction {tuple(pred_feats.shape)} and target {tuple(target_feats.shape)} differ")
+        with torch.autocast(device_type=pred_feats.device.type, enabled=False):
+            return (pred_feats.float() - target_feats.float()).abs().mean()
 
 
 @register("loss", "supervised_infonce")

@@ -35,12 +35,14 @@ class ParallelDecoder(SpectrogramDecoderBase):
                                  self_ahead=self.attention_window)
         return self.tokens_to_frames(tokens, frames)
 
-    def forward(self, content: Tensor, style: Tensor, target: Tensor, sampling_prob: float = 0.0) -> Tensor:
+    def forward(self, content: Tensor, style: Tensor, target: Tensor, sampling_prob: float = 0.0,
+                source: Tensor | None = None) -> Tensor:
         """Prediction shaped like `target` [B, 2, T, out_bins]; the target gives only the length here
         and `sampling_prob` is accepted for interface parity (there is no previous output to feed)."""
         return self._predict(content, style, target.shape[2])
 
     @torch.no_grad()
-    def generate(self, content: Tensor, style: Tensor, num_frames: int, use_cache: bool = True) -> Tensor:
+    def generate(self, content: Tensor, style: Tensor, num_frames: int, use_cache: bool = True,
+                 source: Tensor | None = None) -> Tensor:
         """The forward pass without a target; `use_cache` is meaningless here and ignored."""
         return self._predict(content, style, num_frames)

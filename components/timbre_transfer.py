@@ -6,7 +6,12 @@ counts, class count, embedding sizes), so a third instrument or another decoder 
 Labels are used only by losses and metrics: the front end normalises with pooled statistics, never
 per instrument (the research needed the label to normalise and so could not run on unlabelled audio).
 The statistics are an argument of `build_timbre_model`: the caller loads them (stats/ does), so this
-module needs no data. Orchestration (training, export, transfer, logging) uses the model only through
+module needs no data.
+
+Pairs (the same passage on two instruments) train the `cross_reconstruction` role: the content of the
+source clip, conditioned on the target instrument's style (its mean style in the batch, which is what
+a prototype is at transfer time), must give the target clip's features. Unpaired clips train the
+`reconstruction` role and the disentangling terms, so an instrument with no pairs still trains. Orchestration (training, export, transfer, logging) uses the model only through
 its methods (`style_of`, `transfer`, `normalization_stats`, `set_prototypes`, `prototype`, ...), never
 through its submodules or buffers.
 """
@@ -26,7 +31,7 @@ from audiostyle.platform.core.registry import build
 
 Statistics = tuple[Tensor | np.ndarray, Tensor | np.ndarray]  # (mean, std), each [2, num_bins]
 
-ROLES = ("reconstruction", "infonce", "margin", "hsic", "adversarial")
+ROLES = ("reconstruction", "cross_reconstruction", "infonce", "margin", "hsic", "adversarial")
 # Content frames per clip paired with the clip's style for HSIC (see `hsic_pairs`).
 HSIC_FRAMES_PER_CLIP = 4
 
@@ -128,13 +133,18 @@ class TimbreTransferModel(nn.Module):
                 self.prototype_seen[cls] = True
 
     def generator_terms(self, audio: Tensor, labels: Tensor, *, sampling_prob: float = 0.0,
-                        active: set[str] | frozenset[str] = frozenset(ROLES)) -> dict[str, Tensor]:
+                        active: set[str] | frozenset[str] | None = None, pair_source: Tensor | None = None,
+                        pair_target: Tensor | None = None, pair_source_label: Tensor | None = None,
+                        pair_target_label: Tensor | None = None) -> dict[str, Tensor]:
         """Unweighted losses for the roles in `active` (only those are computed) + detached "diag/" values.
 
         The decoder is conditioned on each clip's own style embedding (reconstruction), so the style
-        path carries gradient from the first step and the decoder learns to use it.
+        path carries gradient from the first step and the decoder learns to use it. `pair_*` are a
+        batch of aligned passages (source and target waveforms [P, N], their labels [P]) for
+        `cross_reconstruction`; without them that role is not computed. `active` defaults to every built role.
         """
-        unknown = set(active) - set(self.losses)
+        active = set(self.losses) if active is None else set(active)
+        unknown = active - set(self.losses)
         if unknown:
             raise KeyError(f"loss roles {sorted(unknown)} are not built; built: {sorted(self.losses)}")
         feats = self.features(audio)
@@ -143,9 +153,12 @@ class TimbreTransferModel(nn.Module):
         content = self.content_encoder(feats)
         out: dict[str, Tensor] = {}
         if "reconstruction" in active:
-            pred = self.decoder(content, style, target, sampling_prob=sampling_prob)
+            pred = self.decoder(content, style, target, sampling_prob=sampling_prob, source=feats)
             out["reconstruction"] = self.reconstruction(pred, target, audio)
             out["diag/time_variation"] = time_variation_ratio(pred.detach(), target)
+        if "cross_reconstruction" in active and pair_source is not None:
+            out.update(self.cross_terms(pair_source, pair_target, pair_target_label, style, labels,
+                                        sampling_prob=sampling_prob))
         if "infonce" in active:
             out["infonce"] = self.losses["infonce"](style, labels)
         if "margin" in active:
@@ -166,11 +179,43 @@ class TimbreTransferModel(nn.Module):
         out["diag/content_change"] = (content[:, 1:] - content[:, :-1]).detach().pow(2).mean()
         return out
 
-    def reconstruction(self, pred: Tensor, target: Tensor, audio: Tensor) -> Tensor:
-        """The reconstruction loss on normalised STFT features, plus waveform terms (multi-resolution
-        STFT) through the front end's inverse: the input audio is the target waveform."""
-        pred_wave = self.frontend.synthesize(pred, audio.shape[-1])
-        return self.losses["reconstruction"](pred, target, pred_wave, audio.float())
+    def reconstruction(self, pred: Tensor, target: Tensor, audio: Tensor, *, role: str = "reconstruction",
+                       source_audio: Tensor | None = None) -> Tensor:
+        """A reconstruction loss on front-end features; losses that compare waveforms (`needs_waveforms`)
+        also get the prediction through the front end's inverse, with `audio` as the target waveform and
+        the phase (for magnitude front ends) taken from `source_audio` (default: `audio`)."""
+        loss = self.losses[role]
+        if not getattr(loss, "needs_waveforms", True):
+            return loss(pred, target)
+        reference = audio if source_audio is None else source_audio
+        pred_wave = self.frontend.synthesize(pred, audio.shape[-1], reference=reference)
+        return loss(pred, target, pred_wave, audio.float())
+
+    def target_styles(self, target_labels: Tensor, *styles_and_labels: tuple[Tensor, Tensor]) -> Tensor:
+        """Each target label's mean style over the given (style, labels) sets [P, style_dim].
+
+        The mean over several clips, not the paired target's own embedding, is what conditions the decoder
+        at transfer time (a prototype), and it cannot smuggle the target passage's details into the decoder.
+        """
+        style = torch.cat([s for s, _ in styles_and_labels])
+        labels = torch.cat([lab for _, lab in styles_and_labels])
+        classes, means = class_means(style, labels)
+        return means[torch.searchsorted(classes, target_labels)]
+
+    def cross_terms(self, pair_source: Tensor, pair_target: Tensor, pair_target_label: Tensor, style: Tensor,
+                    labels: Tensor, *, sampling_prob: float = 0.0) -> dict[str, Tensor]:
+        """`cross_reconstruction`: content of each source passage + its target instrument's style ->
+        the target passage's features (and a time-variation diagnostic)."""
+        src = self.features(pair_source)
+        tgt = self.features(pair_target)
+        target = self.stft_part(tgt)
+        tgt_style = self.style_encoder(tgt)
+        cond = self.target_styles(pair_target_label, (style, labels), (tgt_style, pair_target_label))
+        pred = self.decoder(self.content_encoder(src), cond, target, sampling_prob=sampling_prob, source=src)
+        if self.training:
+            self.update_prototypes(tgt_style, pair_target_label)
+        loss = self.reconstruction(pred, target, pair_target, role="cross_reconstruction", source_audio=pair_source)
+        return {"cross_reconstruction": loss, "diag/cross_time_variation": time_variation_ratio(pred.detach(), target)}
 
     def discriminator_loss(self, audio: Tensor, labels: Tensor) -> Tensor:
         """Cross-entropy of the discriminator classifying the instrument from (detached) content."""
@@ -201,16 +246,18 @@ class TimbreTransferModel(nn.Module):
         return protos
 
     @torch.no_grad()
-    def validation_metrics(self, audio: Tensor, labels: Tensor, *, generate: bool = True) -> dict[str, float]:
+    def validation_metrics(self, audio: Tensor, labels: Tensor, *, generate: bool = True,
+                           **pairs: Tensor) -> dict[str, float]:
         """recon (free-running generation vs target, the inference path), recon_teacher_forced,
         style_acc (nearest prototype by cosine), content_leak (discriminator accuracy on content; chance
-        1/C is ideal), time_variation, and every loss term."""
+        1/C is ideal), time_variation, every loss term, and with `pair_*` tensors (see generator_terms)
+        cross_recon: the transfer itself (source content + the target's prototype) against the target."""
         feats = self.features(audio)
         target = self.stft_part(feats)
         style = self.style_encoder(feats)
         content = self.content_encoder(feats)
-        teacher = self.decoder(content, style, target)
-        pred = self.decoder.generate(content, style, target.shape[2]) if generate else teacher
+        teacher = self.decoder(content, style, target, source=feats)
+        pred = self.decoder.generate(content, style, target.shape[2], source=feats) if generate else teacher
         protos = self.reference_prototypes(style, labels)
         sims = F.normalize(style, dim=-1) @ F.normalize(protos, dim=-1).T
         leak = self.discriminator(content).argmax(dim=-1)
@@ -221,9 +268,22 @@ class TimbreTransferModel(nn.Module):
             "content_leak": float((leak == labels).float().mean()),
             "time_variation": float(time_variation_ratio(pred, target)),
         }
-        terms = self.generator_terms(audio, labels, active=set(self.losses))
+        terms = self.generator_terms(audio, labels, active=set(self.losses), **pairs)
         metrics.update({k: float(v) for k, v in terms.items() if not k.startswith("diag/")})
+        if pairs.get("pair_source") is not None and "cross_reconstruction" in self.losses:
+            metrics["cross_recon"] = self.transfer_loss(pairs["pair_source"], pairs["pair_target"],
+                                                        pairs["pair_target_label"])
         return metrics
+
+    @torch.no_grad()
+    def transfer_loss(self, source: Tensor, target: Tensor, target_labels: Tensor) -> float:
+        """The cross_reconstruction loss of the transfer path: source content + the target instrument's
+        prototype, generated as at inference, against the paired target's features."""
+        src, tgt = self.features(source), self.features(target)
+        pred = self.decoder.generate(self.content_encoder(src), self.prototypes_for(target_labels), src.shape[2],
+                                     source=src)
+        return float(self.reconstruction(pred, self.stft_part(tgt), target, role="cross_reconstruction",
+                                         source_audio=source))
 
     @torch.no_grad()
     def transfer(self, audio: Tensor, target_style: Tensor, *, use_cache: bool = True) -> Tensor:
@@ -233,8 +293,8 @@ class TimbreTransferModel(nn.Module):
         content = self.content_encoder(feats)
         if target_style.dim() == 1:
             target_style = target_style.expand(audio.shape[0], -1)
-        spec = self.decoder.generate(content, target_style, feats.shape[2], use_cache=use_cache)
-        return self.frontend.synthesize(spec, audio.shape[-1])
+        spec = self.decoder.generate(content, target_style, feats.shape[2], use_cache=use_cache, source=feats)
+        return self.frontend.synthesize(spec, audio.shape[-1], reference=audio)
 
 
 def time_variation_ratio(pred: Tensor, target: Tensor) -> Tensor:
@@ -242,7 +302,8 @@ def time_variation_ratio(pred: Tensor, target: Tensor) -> Tensor:
     research's failure; about 1 = as lively as the target)."""
 
     def variation(spec: Tensor) -> Tensor:
-        logmag = torch.log1p(torch.sqrt(spec[:, 0] ** 2 + spec[:, 1] ** 2 + 1e-8))
+        # [B, 2, T, F] real/imaginary parts, or [B, 1, T, F] log-magnitudes already
+        logmag = torch.log1p(torch.sqrt(spec[:, 0] ** 2 + spec[:, 1] ** 2 + 1e-8)) if spec.shape[1] == 2 else spec[:, 0]
         return (logmag[:, 1:] - logmag[:, :-1]).pow(2).mean()
 
     return variation(pred) / variation(target).clamp_min(1e-8)
@@ -261,12 +322,13 @@ def build_timbre_model(cfg: ExperimentConfig, *, stats: Statistics | None = None
     frontend = build("frontend", m.frontend, path="model.frontend", sample_rate=sr)
     if stats is not None:
         frontend.set_stats(*stats)
+    channels = frontend.channels  # 2 for complex features, 1 for log-magnitudes
     style = build("encoder", m.style_encoder, path="model.style_encoder", in_bins=frontend.num_bins,
-                  num_classes=num_classes)
+                  in_channels=channels, num_classes=num_classes)
     content = build("encoder", m.content_encoder, path="model.content_encoder", in_bins=frontend.num_bins,
-                    num_classes=num_classes)
+                    in_channels=channels, num_classes=num_classes)
     decoder = build("decoder", m.decoder, path="model.decoder", out_bins=frontend.stft_bins,
-                    content_dim=content.dim, style_dim=style.dim)
+                    out_channels=channels, content_dim=content.dim, style_dim=style.dim)
     disc = build("discriminator", m.discriminator, path="model.discriminator", in_dim=content.dim,
                  num_classes=num_classes)
     losses = {role: build("loss", spec, path=f"losses.{role}", sample_rate=sr) for role, spec in cfg.losses.items()}

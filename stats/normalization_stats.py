@@ -267,8 +267,20 @@ def pooled_stats(cfg: Any) -> FeatureStats:
     return pool_stats(parts, [inst.weight for inst in cfg.instruments])
 
 
-def load_stats(cfg: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std) float32 tensors shaped (2, bins) for `frontend.set_stats`; never needs a label at use."""
+def uses_dataset_statistics(cfg: Any) -> bool:
+    """Whether the experiment's front end normalises with dataset statistics (its class says so; nothing is
+    built): `log_stft` does not, and then an instrument needs no stats.npz at all."""
+    from audiostyle.platform.core.registry import registry, split_spec
+
+    name, _ = split_spec(cfg.model.frontend, kind="frontend", path="model.frontend")
+    return bool(getattr(registry("frontend").get(name, path="model.frontend"), "uses_dataset_statistics", True))
+
+
+def load_stats(cfg: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(mean, std) float32 tensors shaped (2, bins) for `frontend.set_stats`, never needing a label at
+    use; None when the front end uses no dataset statistics."""
+    if not uses_dataset_statistics(cfg):
+        return None
     stats = pooled_stats(cfg)
     return torch.from_numpy(stats.mean).float(), torch.from_numpy(stats.std).float()
 

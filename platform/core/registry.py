@@ -35,8 +35,8 @@ T = TypeVar("T", bound=Callable[..., Any])
 # because two sources of truth for the class count is exactly how the research code broke at N != 2.
 INJECTED: dict[str, tuple[str, ...]] = {
     "frontend": ("sample_rate",),
-    "encoder": ("in_bins", "num_classes"),
-    "decoder": ("out_bins", "content_dim", "style_dim"),
+    "encoder": ("in_bins", "in_channels", "num_classes"),
+    "decoder": ("out_bins", "out_channels", "content_dim", "style_dim"),
     "discriminator": ("in_dim", "num_classes"),
     "loss": ("sample_rate",),
 }
