@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from audiostyle.platform.evaluation import metrics as em
+from audiostyle.platform.evaluation.classifier import REJECT
 
 
 def test_onset_f1_matches_within_tolerance_only():
@@ -74,7 +75,7 @@ def test_timbre_classifier_tells_instruments_apart_on_unseen_pieces(demo_root, p
 
     sr = paired[0].sample_rate
     clf, info = train_timbre_classifier(demo_root, ["piano", "violin"], sr, max_seconds=60)
-    assert set(info["windows"]) == {"piano", "violin"}
+    assert set(info["windows"]) == {"piano", "violin", REJECT}
     for it in paired:  # test pieces are never in train or val
         assert clf.probabilities(it.audio["piano"], sr)["piano"] > 0.5
         assert clf.probabilities(it.audio["violin"], sr)["violin"] > 0.5
@@ -114,7 +115,7 @@ def test_evaluate_writes_results_and_a_report_chromium_renders(tiny_config, demo
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["pairs"].keys() == {"piano->violin", "violin->piano"}
     summary = on_disk["summary"]
-    assert set(summary) == {"model", "identity", "wrong_notes", "oracle"}
+    assert set(summary) == {"model", "transcribe_rerender", "identity", "wrong_notes", "oracle"}
     assert summary["identity"]["pitch_acc"] == 1.0
     assert summary["wrong_notes"]["chroma_cos"] < summary["oracle"]["chroma_cos"]
     # the timbre baselines: the input is the wrong instrument, the oracle the right one
@@ -125,7 +126,7 @@ def test_evaluate_writes_results_and_a_report_chromium_renders(tiny_config, demo
             assert (out / rel).is_file(), rel
 
     html = (out / "index.html").read_text()
-    assert html.count("<audio") == 3 * len(on_disk["items"]) and "spectrograms/" in html
+    assert html.count("<audio") == 4 * len(on_disk["items"]) and "spectrograms/" in html
     for png in out.glob("spectrograms/*.png"):
         assert png.stat().st_size > 5000
 

@@ -10,10 +10,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "evaluate", help="evaluate a bundle on the paired test split",
         description="Transfer every paired test piece from each instrument to each other one and score it: "
                     "pitch accuracy and chroma similarity against the input, note onset F1, multi-resolution "
-                    "STFT distance to the paired target rendering, P(target instrument) from a timbre "
-                    "classifier, and the research's own metrics; each beside the baselines 'input unchanged' "
-                    "and 'right instrument, wrong notes'. Writes results.json and index.html (spectrograms, "
-                    "audio players) into OUT.")
+                    "STFT distance to the paired target rendering, harmonicity and sharpness relative to it, "
+                    "P(target instrument) from a timbre judge trained on held-out SoundFonts (checked first on "
+                    "the same pieces: the oracle, the input unchanged and degraded targets), and the research's "
+                    "own metrics; each beside 'transcribe and re-render' (Basic Pitch), 'input unchanged', "
+                    "'right instrument, wrong notes' and the oracle. Writes results.json and index.html "
+                    "(spectrograms, audio players) into OUT.")
     p.add_argument("bundle", metavar="BUNDLE", help="bundle folder from `audiostyle checkpoints export`")
     p.add_argument("data", metavar="DATA", help="data root holding <instrument>/ shards and notes/ (e.g. data/demo)")
     p.add_argument("--out", default="evaluation", metavar="DIR", help="output folder (default: evaluation/)")
@@ -22,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--f0", choices=("yin", "pyin"), default="yin",
                    help="pitch tracker for pitch accuracy (pyin is more accurate and ~20x slower)")
+    p.add_argument("--no-baselines", action="store_true", help="skip transcribe-and-re-render (Basic Pitch)")
     p.set_defaults(func=run)
 
 
@@ -31,11 +34,17 @@ def run(args: argparse.Namespace) -> int:
     from audiostyle.platform.evaluation.evaluate import evaluate
 
     results = evaluate(args.bundle, args.data, out_dir=args.out, instruments=args.instruments,
-                       max_pieces=args.max_pieces, device=args.device, f0_method=args.f0)
-    metrics = ["pitch_acc", "chroma_cos", "onset_f1", "mr_stft", "p_target"]
-    print("system       " + "".join(f"{m:>12}" for m in metrics))
+                       max_pieces=args.max_pieces, device=args.device, f0_method=args.f0,
+                       baselines=not args.no_baselines)
+    metrics = ["pitch_acc", "chroma_cos", "mr_stft", "harmonicity", "sharpness", "p_target"]
+    print(f"{'system':<20}" + "".join(f"{m:>12}" for m in metrics))
     for system, scores in results["summary"].items():
-        print(f"{system:<13}" + "".join(f"{'-' if scores[m] is None else format(scores[m], '.3f'):>12}" for m in metrics))
+        print(f"{system:<20}" + "".join(f"{'-' if scores[m] is None else format(scores[m], '.3f'):>12}" for m in metrics))
+    checks = results["classifier"]["checks"]
+    print("timbre judge: " + ("trusted on these pieces" if checks["trusted"] else "NOT trusted (" + "; ".join(checks["failed"]) + ")")
+          + " | P(instrument): " + ", ".join(f"{k} {v:.2f}" for k, v in checks["p_instrument"].items()))
+    for note in results.get("notes", []):
+        print(f"note: {note}")
     print(f"real-time factor {results['realtime_factor']:.3f} on {results['device']}")
     print(f"results: {Path(args.out) / 'results.json'}\nreport:  {Path(args.out) / 'index.html'}")
     return 0

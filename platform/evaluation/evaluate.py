@@ -1,14 +1,19 @@
 """`evaluate(bundle, data_root)`: score a bundle's transfers on the paired test split, beside baselines.
 
 For every test piece and every ordered pair of instruments (source -> target), the source rendering
-is transferred to the target and scored with the metric suite of `metrics.py` plus P(target)
-from the timbre classifier. The same metrics are computed for three reference systems:
-  identity     the input unchanged: perfect content, wrong instrument (the floor for timbre)
-  wrong_notes  the target instrument's rendering of a DIFFERENT test piece: right timbre, wrong content
-  oracle       the paired target rendering itself: the best any transfer could do
-A model is useful only where it beats identity on timbre AND wrong_notes on content. Results go to
+is transferred to the target and scored with the metric suite of `metrics.py` plus P(target) from the
+timbre judge (classifier.py). The same metrics are computed for reference systems:
+  transcribe_rerender  Basic Pitch's notes played by the target's SoundFont preset (the baseline a user
+                       would pick instead; demo instruments only)
+  identity             the input unchanged: perfect content, wrong instrument (the floor for timbre)
+  wrong_notes          the target instrument's rendering of a DIFFERENT test piece: right timbre, wrong content
+  oracle               the paired target rendering itself: the best any transfer could do
+A model is useful only where it beats identity on timbre AND wrong_notes on content. Before its numbers
+count, the judge must earn trust on the same pieces (`judge_checks`): P(target) >= 0.9 for the oracle,
+<= 0.2 for the input unchanged, < 0.3 for each degraded target (degradations.CHECKS). Results go to
 `results.json` (per clip and averaged) and a static HTML report (report.py). `evaluate` runs these
-steps in order: choose_instruments, load_test_pieces, train_timbre_classifier, score_pairs, aggregate.
+steps in order: choose_instruments, load_test_pieces, train_timbre_classifier, judge_checks,
+score_pairs, aggregate.
 """
 
 from __future__ import annotations
@@ -22,46 +27,102 @@ import numpy as np
 from audiostyle.platform.core.atomic_files import write_json_atomic
 from audiostyle.platform.core.errors import DataError, did_you_mean
 from audiostyle.platform.evaluation.classifier import TimbreClassifier
+from audiostyle.platform.evaluation.degradations import CHECKS
 from audiostyle.platform.evaluation.metrics import METRICS, content_and_fidelity
+from audiostyle.platform.evaluation.transcribe_rerender import DESCRIPTION as TRANSCRIBE_DESCRIPTION
+from audiostyle.platform.evaluation.transcribe_rerender import SYSTEM as TRANSCRIBE
 from audiostyle.platform.inference.transfer import Transferer, to_rate_float32, write_audio_atomic
 
 if TYPE_CHECKING:
     from audiostyle.datasets.paired import PairedItem
 
-SYSTEMS = ("model", "identity", "wrong_notes", "oracle")
-CLASSIFIER_SECONDS = 300.0  # per instrument and split: enough windows for a 46-feature logistic regression
+SYSTEMS = ("model", TRANSCRIBE, "identity", "wrong_notes", "oracle")
+SYSTEM_DESCRIPTIONS = {"model": "the bundle's transfer", TRANSCRIBE: TRANSCRIBE_DESCRIPTION,
+                       "identity": "input unchanged",
+                       "wrong_notes": "right instrument, wrong notes (target rendering of another test piece)",
+                       "oracle": "paired target rendering (same notes, target instrument)"}
+CLASSIFIER_SECONDS = 600.0  # per instrument and SoundFont: 300 windows of 2 s
+# The judge's trust thresholds on the test pieces (issue #13): P(target) of the oracle, of the input
+# unchanged, and of every degraded target.
+TRUST = {"oracle_min": 0.9, "identity_max": 0.2, "degraded_max": 0.3}
+
+
+def _judge_clips(data_root: Path, instruments: list[str], splits: tuple[str, ...], max_seconds: float,
+                 skip_pieces: set[str]) -> tuple[list[np.ndarray], list[str], dict[str, float]]:
+    """Audio of `splits` per instrument, at most `max_seconds` per (instrument, SoundFont), leaving out
+    recordings of `skip_pieces`; also the seconds taken per SoundFont."""
+    from audiostyle.datasets.manifest import iter_split_audio
+    from audiostyle.datasets.paired import piece_id_of, soundfont_of
+
+    clips, labels, seconds = [], [], {}
+    for name in instruments:
+        taken: dict[str, float] = {}
+        for split in splits:
+            for _, audio, sr, record in iter_split_audio(data_root / name, split):
+                rid = str(record.get("recording_id", ""))
+                tag = soundfont_of(rid) or "training"
+                if piece_id_of(rid) in skip_pieces or taken.get(tag, 0.0) >= max_seconds:
+                    continue
+                clips.append((audio, sr))
+                labels.append(name)
+                taken[tag] = taken.get(tag, 0.0) + len(audio) / sr
+        for tag, s in taken.items():
+            seconds[tag] = seconds.get(tag, 0.0) + s
+    return clips, labels, seconds
 
 
 def train_timbre_classifier(data_root: str | Path, instruments: list[str], sample_rate: int,
                             *, max_seconds: float = CLASSIFIER_SECONDS) -> tuple[TimbreClassifier, dict[str, Any]]:
-    """Fit the classifier on SoundFonts other than the test split's when the data has them.
+    """Fit the judge on SoundFonts other than the test split's when the data has them.
 
-    The demo's `heldout` split is rendered with a SoundFont kept out of training (and so out of the test
-    split); without it, the train and val splits (other pieces, same SoundFont) are used, and the
-    report says that P(target) then measures closeness to that one sample set.
+    The demo's `heldout` split renders every piece with each held-out SoundFont; its train and val pieces
+    (never the test pieces) teach the judge. Without it, the train and val splits (other pieces, same
+    SoundFont) are used, and the report says that P(target) then measures closeness to that sample set.
     """
-    from audiostyle.datasets.manifest import iter_split_audio
+    from audiostyle.datasets.manifest import read_manifest
 
-    def gather(splits: tuple[str, ...]) -> tuple[list[np.ndarray], list[str]]:
-        clips, labels = [], []
-        for name in instruments:
-            for split in splits:
-                for _, audio, sr, _ in iter_split_audio(Path(data_root) / name, split, max_seconds=max_seconds):
-                    clips.append(to_rate_float32(audio, sr, sample_rate))
-                    labels.append(name)
-        return clips, labels
-
+    root = Path(data_root)
+    test_pieces = {rid for name in instruments
+                   for rid, split in read_manifest(root / name).get("recordings", {}).items() if split == "test"}
     try:
-        clips, labels = gather(("heldout",))
-        source = "heldout split (a SoundFont not used for the test split)"
+        clips, labels, seconds = _judge_clips(root, instruments, ("heldout",), max_seconds, test_pieces)
+        source = f"heldout split: SoundFonts {', '.join(sorted(seconds))} (never the test pieces' SoundFont)"
         note = ""
     except DataError:
-        clips, labels = gather(("train", "val"))
+        clips, labels, seconds = _judge_clips(root, instruments, ("train", "val"), max_seconds, test_pieces)
         source = "train + val splits (other pieces, same SoundFont as the test split)"
         note = ("No held-out SoundFont in the data: P(target) measures closeness to the test SoundFont's samples, "
-                "not instrument identity in general. Install fluid-soundfont-gm and re-render for a stricter test.")
-    clf = TimbreClassifier(instruments).fit(clips, labels, sample_rate)
-    return clf, {"trained_on": source, "windows": clf.training_windows, "note": note}
+                "not instrument identity in general. `apt-get install fluid-soundfont-gm csound-soundfont` and "
+                "re-render the demo for a stricter judge.")
+    clf = TimbreClassifier(instruments).fit([to_rate_float32(a, sr, sample_rate) for a, sr in clips], labels,
+                                            sample_rate)
+    return clf, {"trained_on": source, "seconds": {k: round(v, 1) for k, v in seconds.items()},
+                 "windows": clf.training_windows, "note": note}
+
+
+def judge_checks(clf: TimbreClassifier, items: list[PairedItem], audio: list[dict[str, np.ndarray]],
+                 sr: int, seed: int = 0) -> dict[str, Any]:
+    """P(instrument) of each test piece's renderings, of the other instruments' (the input unchanged),
+    and of degraded versions (degradations.CHECKS); averaged, with the TRUST verdict."""
+    rng = np.random.default_rng(seed)
+    scores: dict[str, list[float]] = {"oracle": [], "identity": [], **{k: [] for k in CHECKS}}
+    for clips in audio:
+        for name, clip in clips.items():
+            scores["oracle"].append(clf.probabilities(clip, sr)[name])
+            scores["identity"] += [clf.probabilities(other, sr)[name] for o, other in clips.items() if o != name]
+            for key, (_, degrade) in CHECKS.items():
+                scores[key].append(clf.probabilities(degrade(clip, sr, rng), sr)[name])
+    means = {k: float(np.mean(v)) for k, v in scores.items() if v}
+    failed = []
+    if means["oracle"] < TRUST["oracle_min"]:
+        failed.append(f"oracle {means['oracle']:.2f} < {TRUST['oracle_min']}")
+    if means.get("identity", 0.0) > TRUST["identity_max"]:
+        failed.append(f"input unchanged {means['identity']:.2f} > {TRUST['identity_max']}")
+    failed += [f"{k} {means[k]:.2f} >= {TRUST['degraded_max']}" for k in CHECKS if means[k] >= TRUST["degraded_max"]]
+    return {"p_instrument": means, "descriptions": {"oracle": "the paired rendering itself",
+                                                    "identity": "another instrument's rendering",
+                                                    **{k: d for k, (d, _) in CHECKS.items()}},
+            "thresholds": TRUST, "trusted": not failed, "failed": failed, "pieces": len(items)}
 
 
 def wrong_notes(audio: list[dict[str, np.ndarray]], i: int, instrument: str) -> np.ndarray:
@@ -103,10 +164,20 @@ def load_test_pieces(data_root: str | Path, instruments: list[str], max_pieces: 
     return items
 
 
+def baseline_systems(sample_rate: int, instruments: list[str]) -> tuple[Any, str | None]:
+    """(the transcribe-and-re-render system or None, why it is missing)."""
+    from audiostyle.platform.evaluation.transcribe_rerender import TranscribeRerender, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is None and not any(TranscribeRerender.supports(n) for n in instruments):
+        reason = "none of the instruments is a demo instrument with a SoundFont preset"
+    return (None, reason) if reason else (TranscribeRerender(sample_rate), None)
+
+
 def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, np.ndarray]],
                 pairs: list[tuple[str, str]], clf: TimbreClassifier, out: Path, *, f0_method: str,
-                progress: bool) -> tuple[list[dict[str, Any]], float, float]:
-    """Transfer every piece along every pair and score the model beside the three baselines.
+                progress: bool, baseline: Any = None) -> tuple[list[dict[str, Any]], float, float]:
+    """Transfer every piece along every pair and score the model beside the reference systems.
 
     Returns (one row per piece and pair, seconds spent in the model, seconds of audio transferred)."""
     from tqdm import tqdm
@@ -121,17 +192,22 @@ def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, n
             y = tr.transfer_array(x, sr, to=tgt)
             model_seconds += time.perf_counter() - t0
             audio_seconds += len(x) / sr
-            out_rel = f"audio/{it.piece_id}__{src}_to_{tgt}.flac"
-            write_audio_atomic(out / out_rel, y, sr)
+            files = {"model": f"audio/{it.piece_id}__{src}_to_{tgt}.flac"}
+            write_audio_atomic(out / files["model"], y, sr)
             systems = {"model": y, "identity": x, "oracle": target, "wrong_notes": wrong_notes(audio, i, tgt)}
+            if baseline is not None and baseline.supports(tgt):
+                systems[TRANSCRIBE] = baseline.transfer_array(x, sr, to=tgt)
+                files[TRANSCRIBE] = f"audio/{it.piece_id}__{src}_to_{tgt}__{TRANSCRIBE}.flac"
+                write_audio_atomic(out / files[TRANSCRIBE], systems[TRANSCRIBE], sr)
             scores = {}
             for system, clip in systems.items():
                 s = content_and_fidelity(clip, x, target, sr, it.notes, f0_method=f0_method)
                 s["p_target"] = clf.probabilities(clip, sr)[tgt]
                 scores[system] = s
             rows.append({"piece": it.piece_id, "source": src, "target": tgt, "scores": scores,
-                         "audio": {"input": f"audio/{it.piece_id}__{src}.flac", "output": out_rel,
-                                   "target": f"audio/{it.piece_id}__{tgt}.flac"}})
+                         "audio": {"input": f"audio/{it.piece_id}__{src}.flac", "output": files["model"],
+                                   "target": f"audio/{it.piece_id}__{tgt}.flac",
+                                   **({"baseline": files[TRANSCRIBE]} if TRANSCRIBE in files else {})}})
             bar.update(1)
     bar.close()
     return rows, model_seconds, audio_seconds
@@ -145,7 +221,8 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
 
 def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir: str | Path,
              instruments: list[str] | None = None, max_pieces: int | None = None, device: str = "cpu",
-             f0_method: str = "yin", report: bool = True, progress: bool = True) -> dict[str, Any]:
+             f0_method: str = "yin", report: bool = True, progress: bool = True,
+             baselines: bool = True) -> dict[str, Any]:
     """Evaluate on `<data_root>`'s paired test split; writes results.json (+ index.html) into out_dir."""
     tr = bundle if isinstance(bundle, Transferer) else Transferer(bundle, device)
     sr = tr.sample_rate
@@ -159,25 +236,30 @@ def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir:
     for it, clips in zip(items, audio):
         for name, clip in clips.items():
             write_audio_atomic(out / "audio" / f"{it.piece_id}__{name}.flac", clip, sr)
+    clf_info["checks"] = judge_checks(clf, items, audio, sr)
+    baseline, baseline_note = baseline_systems(sr, chosen) if baselines else (None, "not requested (--no-baselines)")
     pairs = [(s, t) for s in chosen for t in chosen if s != t]
     rows, model_seconds, audio_seconds = score_pairs(tr, items, audio, pairs, clf, out, f0_method=f0_method,
-                                                     progress=progress)
+                                                     progress=progress, baseline=baseline)
     results = {
         "bundle": "(in memory)" if isinstance(bundle, Transferer) else str(bundle),
         "provenance": tr.meta.get("provenance", {}), "data_root": str(data_root), "sample_rate": sr,
         "instruments": chosen, "pieces": [it.piece_id for it in items],
-        "systems": {"model": "the bundle's transfer", "identity": "input unchanged",
-                    "wrong_notes": "right instrument, wrong notes (target rendering of another test piece)",
-                    "oracle": "paired target rendering (same notes, target instrument)"},
+        "systems": {k: v for k, v in SYSTEM_DESCRIPTIONS.items() if k != TRANSCRIBE or baseline is not None},
         "metrics": {m: {"higher_is_better": hib, "description": d} for m, (hib, d) in METRICS.items()},
         "classifier": clf_info, "f0_method": f0_method,
         "pairs": {f"{s}->{t}": aggregate([r for r in rows if (r["source"], r["target"]) == (s, t)]) for s, t in pairs},
         "summary": aggregate(rows),
         "realtime_factor": model_seconds / max(audio_seconds, 1e-9), "device": str(tr.device),
-        "items": rows,
+        "items": rows, "notes": [],
     }
+    if baseline_note:
+        results["notes"].append(f"{TRANSCRIBE} is missing: {baseline_note}")
+    if not clf_info["checks"]["trusted"]:
+        results["notes"].append("the timbre judge failed its checks on these pieces ("
+                                + "; ".join(clf_info["checks"]["failed"]) + "): do not trust p_target")
     if len(items) < 2:
-        results["notes"] = ["only one test piece: wrong_notes is its target rendering rotated by half its length"]
+        results["notes"].append("only one test piece: wrong_notes is its target rendering rotated by half its length")
     write_json_atomic(out / "results.json", results, indent=2)
     if report:
         from audiostyle.platform.evaluation.report import write_report

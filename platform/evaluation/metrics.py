@@ -178,13 +178,52 @@ def research_chroma_similarity(output: np.ndarray, reference: np.ndarray, sr: in
     return float(np.mean(rs))
 
 
+HARMONIC_FLOOR_BINS = 31  # ~330 Hz of a 2048-point FFT at 22,050 Hz: wider than a partial, narrower than a formant
+
+
+def _active_frames(spec: np.ndarray) -> np.ndarray:
+    energy = np.sqrt((spec**2).mean(axis=0))
+    db = 20 * np.log10(np.maximum(energy, 1e-10))
+    return db > db.max() - VOICED_DB_BELOW_PEAK
+
+
+def partial_prominence(audio: np.ndarray, sr: int) -> float:
+    """How far, in dB, the strongest partials stand above the spectrum's local floor (a median over
+    ~330 Hz), averaged over sounding frames: tens of dB for notes, a few dB for smeared or noisy audio."""
+    from scipy.ndimage import median_filter
+
+    spec = np.abs(librosa.stft(np.asarray(audio, dtype=np.float32), n_fft=2048, hop_length=512))
+    active = _active_frames(spec)
+    if not active.any():
+        return float("nan")
+    db = 20 * np.log10(spec[:, active] + 1e-6)
+    prominence = np.clip(db - median_filter(db, size=(HARMONIC_FLOOR_BINS, 1), mode="nearest"), 0, None)
+    top = np.sort(prominence, axis=0)[-max(1, prominence.shape[0] // 20):]  # the top 5 % of bins: partials
+    return float(top.mean())
+
+
+def onset_contrast(audio: np.ndarray, sr: int) -> float:
+    """How much note onsets stand out of the steady level: the spread (std over mean) of the onset-strength
+    envelope. Renders of notes give 1.5-3; audio smeared in time or noise with the same spectrum, 0.2-0.5
+    (both fluctuate everywhere a little, and nowhere much)."""
+    strength = librosa.onset.onset_strength(y=np.asarray(audio, dtype=np.float32), sr=sr, hop_length=512)
+    mean = float(strength.mean())
+    return float(strength.std() / mean) if mean > 0 else float("nan")
+
+
+def _ratio(value: float, reference: float) -> float:
+    return float(value / reference) if np.isfinite(value) and np.isfinite(reference) and reference > 0 else float("nan")
+
+
 # name -> (higher is better?, short description); the report and the JSON use these names
 METRICS: dict[str, tuple[bool, str]] = {
     "pitch_acc": (True, "raw pitch accuracy (50 c) of the output vs the input's F0"),
     "chroma_cos": (True, "chroma cosine, output vs input"),
     "onset_f1": (True, "note onset F1 (+-50 ms) vs the score's notes"),
     "mr_stft": (False, "multi-resolution STFT distance to the paired target rendering"),
-    "p_target": (True, "P(target instrument) from the MFCC timbre classifier"),
+    "p_target": (True, "P(target instrument) from the timbre judge (held-out SoundFonts, rejects degraded audio)"),
+    "harmonicity": (True, "partial prominence over the paired target's (1 = partials as sharp as the target's)"),
+    "sharpness": (True, "onset contrast over the paired target's (1 = onsets as sharp as the target's; a smear ~0.2)"),
     "research_onset_f1": (True, "research: per-frame onset F1 vs input (no tolerance)"),
     "research_pitch_corr": (True, "research: piptrack pitch correlation vs input"),
     "research_chroma_sim": (True, "research: per-bin chroma Pearson vs input"),
@@ -204,6 +243,8 @@ def content_and_fidelity(output: np.ndarray, source: np.ndarray, target: np.ndar
         "chroma_cos": chroma_cosine(output, source, sr),
         "onset_f1": onset_f1(detect_onsets(output, sr), ref_onsets),
         "mr_stft": mr_stft_distance(output, target),
+        "harmonicity": _ratio(partial_prominence(output, sr), partial_prominence(target, sr)),
+        "sharpness": _ratio(onset_contrast(output, sr), onset_contrast(target, sr)),
         "research_onset_f1": research_onset_f1(output, source, sr),
         "research_pitch_corr": research_pitch_correlation(output, source, sr),
         "research_chroma_sim": research_chroma_similarity(output, source, sr),

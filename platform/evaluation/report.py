@@ -17,6 +17,7 @@ import numpy as np
 from audiostyle.platform.core.atomic_files import atomic_write, write_text_atomic
 
 MAX_EXAMPLES = 12  # spectrogram figures cost ~0.3 s each; a dozen shows the behaviour without bloating the page
+EXCERPT_SECONDS = 10.0  # a few bars: each note's partials stay visible at the figure's width
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }
@@ -55,8 +56,25 @@ def metric_table(block: dict[str, dict[str, float | None]], metrics: dict[str, d
     return f"<table><tr><th>system</th>{head}</tr>{''.join(rows)}</table>"
 
 
+def judge_table(checks: dict[str, Any]) -> str:
+    """P(instrument) the judge gives each kind of clip of the test pieces, beside its trust threshold."""
+    t = checks["thresholds"]
+    limits = {"oracle": f"&ge; {t['oracle_min']}", "identity": f"&le; {t['identity_max']}"}
+    rows = []
+    for key, value in checks["p_instrument"].items():
+        limit = limits.get(key, f"&lt; {t['degraded_max']}")
+        ok = (value >= t["oracle_min"] if key == "oracle" else value <= t["identity_max"] if key == "identity"
+              else value < t["degraded_max"])
+        rows.append(f"<tr><td class='name'>{html.escape(checks['descriptions'].get(key, key))}</td>"
+                    f"<td class='{'better' if ok else 'worse'}'>{value:.3f}</td><td>{limit}</td></tr>")
+    verdict = "trusted" if checks["trusted"] else "NOT trusted: " + "; ".join(checks["failed"])
+    return (f"<p>Judge on these pieces: <b>{html.escape(verdict)}</b></p><table><tr><th>clip</th>"
+            f"<th>P(its instrument)</th><th>needed</th></tr>{''.join(rows)}</table>")
+
+
 def spectrogram_png(path: Path, clips: dict[str, np.ndarray], sr: int) -> None:
-    """Side-by-side log-magnitude spectrograms (dB, shared colour scale), written atomically."""
+    """Side-by-side log-magnitude spectrograms of the first EXCERPT_SECONDS (dB, shared colour scale),
+    written atomically."""
     import librosa
     import matplotlib
 
@@ -65,6 +83,7 @@ def spectrogram_png(path: Path, clips: dict[str, np.ndarray], sr: int) -> None:
 
     fig, axes = plt.subplots(1, len(clips), figsize=(4.2 * len(clips), 3.2), sharey=True, squeeze=False)
     for ax, (title, clip) in zip(axes[0], clips.items()):
+        clip = clip[: int(EXCERPT_SECONDS * sr)]
         db = librosa.amplitude_to_db(np.abs(librosa.stft(clip, n_fft=1024, hop_length=256)), ref=1.0, top_db=None)
         extent = (0, len(clip) / sr, 0, sr / 2000)
         ax.imshow(np.maximum(db, -80), origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=-80, vmax=20)
@@ -102,9 +121,12 @@ def write_report(results: dict[str, Any], out_dir: str | Path, *, max_examples: 
                                                      for k, v in results["systems"].items()) + ". Green baseline "
              "cells: the model is better than that baseline; red: worse. Arrows give each metric's good direction."
              "</p>",
-             f"<p class='note'>Timbre classifier trained on {html.escape(results['classifier']['trained_on'])}. "
+             f"<p class='note'>Timbre judge trained on {html.escape(results['classifier']['trained_on'])}. "
              f"{html.escape(results['classifier'].get('note', ''))}</p>",
+             *(f"<p class='note'><b>Note:</b> {html.escape(n)}</p>" for n in results.get("notes", [])),
              "<h2>All pairs</h2>", metric_table(results["summary"], metrics)]
+    if "checks" in results["classifier"]:
+        parts += ["<h2>Can the timbre judge be trusted?</h2>", judge_table(results["classifier"]["checks"])]
     for pair, block in results["pairs"].items():
         src, _, tgt = pair.partition("->")
         parts += [f"<h2>{html.escape(src)} &rarr; {html.escape(tgt)}</h2>", metric_table(block, metrics)]
@@ -113,10 +135,12 @@ def write_report(results: dict[str, Any], out_dir: str | Path, *, max_examples: 
     for k, item in enumerate(results["items"][:max_examples]):
         png = f"spectrograms/{k:03d}_{item['piece']}_{item['source']}_to_{item['target']}.png"
         clips = {}
-        for role, label in (("input", f"input ({item['source']})"), ("output", f"output ({item['target']})"),
-                            ("target", f"target rendering ({item['target']})")):
-            audio, _ = sf.read(str(out / item["audio"][role]), dtype="float32")
-            clips[label] = audio
+        roles = [("input", f"input ({item['source']})"), ("output", f"output ({item['target']})"),
+                 ("baseline", "transcribe + re-render"), ("target", f"target rendering ({item['target']})")]
+        for role, label in roles:
+            if role in item["audio"]:
+                audio, _ = sf.read(str(out / item["audio"][role]), dtype="float32")
+                clips[label] = audio
         spectrogram_png(out / png, clips, sr)
         m = item["scores"]["model"]
         summary = ", ".join(f"{name} {_fmt(m.get(name))}" for name in ("pitch_acc", "chroma_cos", "p_target"))
@@ -125,6 +149,7 @@ def write_report(results: dict[str, Any], out_dir: str | Path, *, max_examples: 
             f"{html.escape(item['target'])}</h3><p class='note'>model: {html.escape(summary)}</p>"
             f"<img src='{html.escape(png)}' alt='spectrograms of input, output and target'>"
             "<div class='players'>" + _player("input", item["audio"]["input"]) + _player("output", item["audio"]["output"])
+            + (_player("transcribe + re-render", item["audio"]["baseline"]) if "baseline" in item["audio"] else "")
             + _player("target rendering", item["audio"]["target"]) + "</div></div>")
     if len(results["items"]) > max_examples:
         parts.append(f"<p class='note'>{len(results['items']) - max_examples} more clips in results.json and audio/.</p>")
