@@ -11,9 +11,11 @@ module needs no data.
 Pairs (the same passage on two instruments) train the `cross_reconstruction` role: the content of the
 source clip, conditioned on the target instrument's style (its mean style in the batch, which is what
 a prototype is at transfer time), must give the target clip's features. Unpaired clips train the
-`reconstruction` role and the disentangling terms, so an instrument with no pairs still trains. Orchestration (training, export, transfer, logging) uses the model only through
-its methods (`style_of`, `transfer`, `normalization_stats`, `set_prototypes`, `prototype`, ...), never
-through its submodules or buffers.
+`reconstruction` role and the disentangling terms, so an instrument with no pairs still trains.
+
+Orchestration (training, export, transfer, logging) uses the model only through its methods (`style_of`,
+`transfer`, `normalization_stats`, `set_prototypes`, `prototype`, ...), never through its submodules or
+buffers.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from torch.func import functional_call
 from audiostyle.platform.config.schema import ExperimentConfig
 from audiostyle.platform.core.registry import build
 
-Statistics = tuple[Tensor | np.ndarray, Tensor | np.ndarray]  # (mean, std), each [2, num_bins]
+Statistics = tuple[Tensor | np.ndarray, Tensor | np.ndarray]  # (mean, std), each [channels, num_bins]
 
 ROLES = ("reconstruction", "cross_reconstruction", "infonce", "margin", "hsic", "adversarial")
 # Content frames per clip paired with the clip's style for HSIC (see `hsic_pairs`).

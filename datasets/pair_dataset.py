@@ -22,7 +22,7 @@ import numpy as np
 
 from audiostyle.datasets import audio_io
 from audiostyle.datasets.manifest import read_manifest, withdraw_manifest, write_manifest
-from audiostyle.datasets.shard_writer import ShardSequenceWriter, remove_stale_temps
+from audiostyle.datasets.shard_writer import ShardSequenceWriter, record_split, remove_stale_temps
 from audiostyle.platform.core.errors import DataError
 
 PAIRS_DIR = "pairs"  # the paired dataset's folder under a demo root
@@ -97,11 +97,7 @@ def write_pair_dataset(out_dir: str | Path, recordings: Iterable[AlignedRecordin
         except BaseException:
             writer.abort()
             raise
-        manifest["splits"][split] = {"shards": [s.name for s in shards],
-                                     "segments": sum(s.segments for s in shards),
-                                     "seconds": round(sum(s.seconds for s in shards), 3)}
-        for s in shards:
-            manifest["shards"][s.name] = {"sha256": s.sha256, "segments": s.segments, "bytes": s.bytes}
+        record_split(manifest, split, shards)
     write_manifest(out, manifest)
     return manifest
 

@@ -161,3 +161,13 @@ class ShardSequenceWriter:
             os.replace(self._temp, dest)
         self.shards.append(ShardInfo(name, digest, self._count, self._hash.bytes, round(self._seconds, 3)))
         self._tar = None
+
+
+def record_split(manifest: dict[str, Any], split: str, shards: list[ShardInfo]) -> None:
+    """Enter a split's finished shards in a manifest: the split's list, segment count and seconds, and each
+    shard's checksum, segment count and size."""
+    manifest["splits"][split] = {"shards": [s.name for s in shards],
+                                 "segments": sum(s.segments for s in shards),
+                                 "seconds": round(sum(s.seconds for s in shards), 3)}
+    for s in shards:
+        manifest["shards"][s.name] = {"sha256": s.sha256, "segments": s.segments, "bytes": s.bytes}

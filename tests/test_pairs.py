@@ -119,3 +119,23 @@ def test_cross_reconstruction_without_pairs_is_refused_by_validate(tiny_config):
     with pytest.raises(ConfigError, match="data.pairs") as info:
         tiny_config("+losses.cross_reconstruction={component: log_spectral_l1}")
     assert "cross_reconstruction" in str(info.value) and "${data.root}/pairs" in str(info.value)
+
+
+def test_an_instrument_without_pairs_still_trains_beside_paired_ones(tiny_config, demo_root, tmp_path):
+    """violin has no pairs here (as an instrument added from recordings would): its clips still come in
+    every batch for self-reconstruction, and pairs are drawn among piano and cello only."""
+    from audiostyle.datasets.streaming import make_loader
+
+    _, samples = _passages(demo_root / "pairs", "train")
+    renders = {}
+    for name in ("piano", "cello"):
+        renders[name] = tmp_path / f"{name}.wav"
+        sf.write(renders[name], np.concatenate([samples[k][name] for k in sorted(samples)[:3]]), 22050)
+    folder = tmp_path / "pairs"
+    write_pair_dataset(folder, [AlignedRecording("piece_a", "train", renders)], ["piano", "cello"],
+                       sample_rate=22050, segment_seconds=4.0)
+    three = ", ".join(f"{{name: {n}, data: {demo_root / n}}}" for n in INSTRUMENTS)
+    cfg = tiny_config(f"data.pairs={folder}", f"instruments=[{three}]", "data.batch_size=3")
+    for batch in make_loader(cfg, "train", seed=0):
+        assert sorted(batch["label"].tolist()) == [0, 1, 2]  # every instrument, violin (1) included
+        assert set(batch["pair_source_label"].tolist()) | set(batch["pair_target_label"].tolist()) <= {0, 2}

@@ -25,6 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--f0", choices=("yin", "pyin"), default="yin",
                    help="pitch tracker for pitch accuracy (pyin is more accurate and ~20x slower)")
     p.add_argument("--no-baselines", action="store_true", help="skip transcribe-and-re-render (Basic Pitch)")
+    p.add_argument("--input-soundfont", metavar="NAME", default=None,
+                   help="take the inputs from the heldout split rendered with this SoundFont (e.g. fluidr3): "
+                        "the same test pieces by a player the model never heard; targets stay the test split's")
     p.set_defaults(func=run)
 
 
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     results = evaluate(args.bundle, args.data, out_dir=args.out, instruments=args.instruments,
                        max_pieces=args.max_pieces, device=args.device, f0_method=args.f0,
-                       baselines=not args.no_baselines)
+                       baselines=not args.no_baselines, input_soundfont=args.input_soundfont)
     metrics = ["pitch_acc", "chroma_cos", "mr_stft", "harmonicity", "sharpness", "p_target"]
     print(f"{'system':<20}" + "".join(f"{m:>12}" for m in metrics))
     for system, scores in results["summary"].items():

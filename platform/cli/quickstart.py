@@ -12,6 +12,15 @@ import argparse
 from pathlib import Path
 
 DEFAULT_EXPERIMENT = "experiments/quickstart.yaml"
+TRANSFER_RECIPE = "experiments/paired_spectral.yaml"
+SMOKE_TEST_NOTE = f"""
+Note: the quickstart's model is a smoke test of the pipeline (a tiny research model, a minute of training):
+it does not transfer yet, and its output will not sound like the target. The recipe that does, on this
+CPU in about half an hour, is {TRANSFER_RECIPE}:
+  audiostyle data demo --minutes 20 --out data/demo
+  audiostyle train {TRANSFER_RECIPE}
+  audiostyle checkpoints export runs/paired_spectral --metric val/cross_recon --out bundles/paired_spectral
+  audiostyle evaluate bundles/paired_spectral data/demo --out reports/paired_spectral"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -80,4 +89,6 @@ def run(args: argparse.Namespace) -> int:
     written = transfer_files(bundle, [clip], target, out_dir=out, log=print)
     print(f"\nDone. Listen to {clip} and {written[0]}; the paired {target} rendering of the same notes is the "
           f"reference. Next: `audiostyle evaluate {bundle} {args.data}`.")
+    if Path(args.experiment).resolve() == Path(DEFAULT_EXPERIMENT).resolve():
+        print(SMOKE_TEST_NOTE)
     return 0

@@ -164,6 +164,32 @@ def load_test_pieces(data_root: str | Path, instruments: list[str], max_pieces: 
     return items
 
 
+def heldout_inputs(data_root: str | Path, instruments: list[str], items: list[PairedItem], soundfont: str,
+                   sample_rate: int) -> list[dict[str, np.ndarray]]:
+    """The test pieces as held-out SoundFont `soundfont` played them, aligned with `items` (same notes and
+    times; trimmed or padded to the training rendering's length)."""
+    from audiostyle.datasets.paired import heldout_soundfonts, load_paired_test
+
+    available = heldout_soundfonts(Path(data_root) / instruments[0])
+    if soundfont not in available:
+        raise DataError(f"{data_root}: no heldout split rendered with {soundfont!r} (available: "
+                        f"{', '.join(available) or 'none'}); install it and re-run `audiostyle data demo`")
+    by_piece = {it.piece_id: it for it in load_paired_test(data_root, instruments, split="heldout",
+                                                           soundfont=soundfont)}
+    inputs = []
+    for it in items:
+        if it.piece_id not in by_piece:
+            raise DataError(f"{data_root}: test piece {it.piece_id!r} has no {soundfont} rendering in the heldout split")
+        other = by_piece[it.piece_id]
+        clips = {}
+        for name, clip in other.audio.items():
+            clip = to_rate_float32(clip, other.sample_rate, sample_rate)
+            n = len(it.audio[name]) * sample_rate // it.sample_rate
+            clips[name] = np.pad(clip, (0, max(0, n - len(clip))))[:n]
+        inputs.append(clips)
+    return inputs
+
+
 def baseline_systems(sample_rate: int, instruments: list[str]) -> tuple[Any, str | None]:
     """(the transcribe-and-re-render system or None, why it is missing)."""
     from audiostyle.platform.evaluation.transcribe_rerender import TranscribeRerender, unavailable_reason
@@ -176,8 +202,11 @@ def baseline_systems(sample_rate: int, instruments: list[str]) -> tuple[Any, str
 
 def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, np.ndarray]],
                 pairs: list[tuple[str, str]], clf: TimbreClassifier, out: Path, *, f0_method: str,
-                progress: bool, baseline: Any = None) -> tuple[list[dict[str, Any]], float, float]:
-    """Transfer every piece along every pair and score the model beside the reference systems.
+                progress: bool, baseline: Any = None,
+                inputs: list[dict[str, np.ndarray]] | None = None) -> tuple[list[dict[str, Any]], float, float]:
+    """Transfer every piece along every pair and score the model beside the reference systems. The
+    inputs are `audio`'s renderings, or `inputs` (the same pieces by another SoundFont) when given; the
+    targets are always `audio`'s.
 
     Returns (one row per piece and pair, seconds spent in the model, seconds of audio transferred)."""
     from tqdm import tqdm
@@ -187,7 +216,7 @@ def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, n
     bar = tqdm(total=len(items) * len(pairs), desc="evaluate", unit="clip", disable=not progress)
     for i, it in enumerate(items):
         for src, tgt in pairs:
-            x, target = audio[i][src], audio[i][tgt]
+            x, target = (inputs or audio)[i][src], audio[i][tgt]
             t0 = time.perf_counter()
             y = tr.transfer_array(x, sr, to=tgt)
             model_seconds += time.perf_counter() - t0
@@ -204,8 +233,12 @@ def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, n
                 s = content_and_fidelity(clip, x, target, sr, it.notes, f0_method=f0_method)
                 s["p_target"] = clf.probabilities(clip, sr)[tgt]
                 scores[system] = s
+            input_rel = f"audio/{it.piece_id}__{src}.flac"
+            if inputs is not None:
+                input_rel = f"audio/{it.piece_id}__{src}__input.flac"
+                write_audio_atomic(out / input_rel, x, sr)
             rows.append({"piece": it.piece_id, "source": src, "target": tgt, "scores": scores,
-                         "audio": {"input": f"audio/{it.piece_id}__{src}.flac", "output": files["model"],
+                         "audio": {"input": input_rel, "output": files["model"],
                                    "target": f"audio/{it.piece_id}__{tgt}.flac",
                                    **({"baseline": files[TRANSCRIBE]} if TRANSCRIBE in files else {})}})
             bar.update(1)
@@ -222,8 +255,11 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
 def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir: str | Path,
              instruments: list[str] | None = None, max_pieces: int | None = None, device: str = "cpu",
              f0_method: str = "yin", report: bool = True, progress: bool = True,
-             baselines: bool = True) -> dict[str, Any]:
-    """Evaluate on `<data_root>`'s paired test split; writes results.json (+ index.html) into out_dir."""
+             baselines: bool = True, input_soundfont: str | None = None) -> dict[str, Any]:
+    """Evaluate on `<data_root>`'s paired test split; writes results.json (+ index.html) into out_dir.
+
+    input_soundfont: take the inputs from the heldout split rendered with that SoundFont (a player the
+    model never heard); the targets stay the test split's renderings."""
     tr = bundle if isinstance(bundle, Transferer) else Transferer(bundle, device)
     sr = tr.sample_rate
     chosen = choose_instruments(tr, data_root, instruments)
@@ -238,9 +274,10 @@ def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir:
             write_audio_atomic(out / "audio" / f"{it.piece_id}__{name}.flac", clip, sr)
     clf_info["checks"] = judge_checks(clf, items, audio, sr)
     baseline, baseline_note = baseline_systems(sr, chosen) if baselines else (None, "not requested (--no-baselines)")
+    inputs = heldout_inputs(data_root, chosen, items, input_soundfont, sr) if input_soundfont else None
     pairs = [(s, t) for s in chosen for t in chosen if s != t]
     rows, model_seconds, audio_seconds = score_pairs(tr, items, audio, pairs, clf, out, f0_method=f0_method,
-                                                     progress=progress, baseline=baseline)
+                                                     progress=progress, baseline=baseline, inputs=inputs)
     results = {
         "bundle": "(in memory)" if isinstance(bundle, Transferer) else str(bundle),
         "provenance": tr.meta.get("provenance", {}), "data_root": str(data_root), "sample_rate": sr,
@@ -248,6 +285,7 @@ def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir:
         "systems": {k: v for k, v in SYSTEM_DESCRIPTIONS.items() if k != TRANSCRIBE or baseline is not None},
         "metrics": {m: {"higher_is_better": hib, "description": d} for m, (hib, d) in METRICS.items()},
         "classifier": clf_info, "f0_method": f0_method,
+        "inputs": f"heldout split, SoundFont {input_soundfont}" if input_soundfont else "test split",
         "pairs": {f"{s}->{t}": aggregate([r for r in rows if (r["source"], r["target"]) == (s, t)]) for s, t in pairs},
         "summary": aggregate(rows),
         "realtime_factor": model_seconds / max(audio_seconds, 1e-9), "device": str(tr.device),
