@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from audiostyle.platform.config.dotted_paths import COMMAND_LINE, get_path, schema_has_path, set_path
+from audiostyle.platform.config.safe_yaml import YamlSyntaxError, load_yaml_text
 from audiostyle.platform.config.schema import ExperimentConfig, ModelConfig, parse_experiment
 from audiostyle.platform.core.errors import ConfigError, did_you_mean
 from audiostyle.platform.core.locations import is_url
@@ -47,15 +46,15 @@ class ComposedConfig:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Safe-load one YAML file into a mapping, with errors that name the file and line."""
+    """Load one YAML file into a mapping (config/safe_yaml.py: duplicate keys, alias bombs and deep nesting
+    refused, `1e-3` read as a number), with errors that name the file and line."""
     if not path.is_file():
         raise ConfigError(f"file not found: {path}", hint="check the path; `defaults:` entries are relative to the file naming them")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"malformed YAML{where}: {getattr(exc, 'problem', exc)}", file=str(path)) from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read this file ({exc})", file=str(path)) from None
+    data = load_yaml_text(text, source=str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -123,8 +122,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"override {text!r} has an empty key", file=COMMAND_LINE)
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
+        parsed = load_yaml_text(value, source=f"{COMMAND_LINE} ({key}=...)") if value.strip() else ""
+    except YamlSyntaxError:  # not YAML: the text itself (a duplicate key or alias bomb is still refused)
         parsed = value
     return key, parsed
 

@@ -3,7 +3,9 @@
 `parse_experiment(raw)` turns the composed, interpolated YAML mapping into an `ExperimentConfig`.
 Unknown keys are rejected with the closest valid key, values are type-checked, and every error carries
 the dotted field path. Cross-field rules (unique instruments, ordered curriculum phases, loss terms
-that exist) live in each section's `check` method, next to the fields they relate.
+that exist) live in each section's `check` method, next to the fields they relate; the values each
+numeric field may take are in the section's `DOMAINS` table (config/field_domains.py), checked first.
+Every rule here needs only the config, so `audiostyle validate` applies all of them without data or Ray.
 """
 
 from __future__ import annotations
@@ -15,8 +17,20 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
+from audiostyle.platform.config.cross_checks import check_across_sections
+from audiostyle.platform.config.field_domains import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    UNIT_INTERVAL,
+    Domain,
+    Items,
+    Range,
+    check_domains,
+)
 from audiostyle.platform.core.errors import ConfigError, did_you_mean
-from audiostyle.platform.core.modes import Mode
+from audiostyle.platform.core.modes import Mode, check_mode
 
 ComponentSpec = dict[str, Any]  # {component: name, **kwargs}; checked against the registry, not here
 
@@ -31,12 +45,12 @@ class InstrumentConfig:
     data: str  # folder (or URL prefix) holding manifest.json and {train,val,test}-NNNNNN.tar
     weight: float = 1.0
 
+    DOMAINS: typing.ClassVar[dict[str, Domain]] = {"weight": POSITIVE}
+
     def check(self, path: str) -> None:
         if not _NAME_RE.match(self.name):
             raise ConfigError(f"instrument name {self.name!r} must be lower-case letters, digits and '_'",
                               path=f"{path}.name")
-        if self.weight <= 0:
-            raise ConfigError(f"weight must be > 0, got {self.weight}", path=f"{path}.weight")
 
 
 @dataclass
@@ -55,12 +69,11 @@ class DataConfig:
     pairs: str | None = None
     pair_batch_size: int = 8
 
-    def check(self, path: str) -> None:
-        for name in ("sample_rate", "batch_size", "steps_per_epoch", "val_batches", "pair_batch_size"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"must be > 0, got {getattr(self, name)}", path=f"{path}.{name}")
-        if self.segment_seconds <= 0:
-            raise ConfigError(f"must be > 0, got {self.segment_seconds}", path=f"{path}.segment_seconds")
+    DOMAINS: typing.ClassVar[dict[str, Domain]] = {
+        "sample_rate": AT_LEAST_ONE, "segment_seconds": POSITIVE, "batch_size": AT_LEAST_ONE,
+        "steps_per_epoch": AT_LEAST_ONE, "val_batches": AT_LEAST_ONE, "loader_workers": NON_NEGATIVE,
+        "shuffle_buffer": AT_LEAST_ONE, "pair_batch_size": AT_LEAST_ONE,
+    }
 
 
 @dataclass
@@ -93,6 +106,12 @@ class PhaseConfig:
     discriminator: bool = False  # whether the discriminator is trained in this phase
     ramp: float = 0.0  # fraction of the phase over which weights move linearly from the previous phase's
 
+    DOMAINS: typing.ClassVar[dict[str, Domain]] = {
+        "until": Range(low=0, low_open=True, why="<= 1: a fraction of train.max_steps; > 1: a step count"),
+        "weights": Range(low=0, why="a loss weight; 0 switches the term off in this phase"),
+        "ramp": UNIT_INTERVAL,
+    }
+
 
 def require_phases(phases: list[PhaseConfig], path: str = "curriculum") -> None:
     """A curriculum needs a phase: with none, no step would know its loss weights."""
@@ -110,10 +129,6 @@ class CurriculumConfig:
         for i, phase in enumerate(self.phases):
             if names.index(phase.name) != i:
                 raise ConfigError(f"duplicate phase name {phase.name!r}", path=f"{path}.phases.{i}.name")
-            if phase.until <= 0:
-                raise ConfigError(f"must be > 0, got {phase.until}", path=f"{path}.phases.{i}.until")
-            if not 0.0 <= phase.ramp <= 1.0:
-                raise ConfigError(f"must be within [0, 1], got {phase.ramp}", path=f"{path}.phases.{i}.ramp")
             if i and phase.until <= self.phases[i - 1].until and (phase.until > 1) == (self.phases[i - 1].until > 1):
                 raise ConfigError(
                     f"phase boundaries must increase: {self.phases[i - 1].until} then {phase.until}",
@@ -136,6 +151,14 @@ class OptimConfig:
     disc_every: int = 1  # one discriminator update every N generator updates, in phases that train it
     mixed_precision: bool = True  # bf16 autocast on GPU; ignored on CPU
 
+    DOMAINS: typing.ClassVar[dict[str, Domain]] = {
+        "lr": POSITIVE, "disc_lr": POSITIVE,
+        "betas": Items(2, Range(low=0, high=1, high_open=True), why="Adam's (beta1, beta2), each in [0, 1)"),
+        "weight_decay": NON_NEGATIVE,
+        "grad_clip": Range(low=0, low_open=True, finite=False, why="the largest gradient norm; .inf: no clipping"),
+        "warmup_steps": NON_NEGATIVE, "grad_accum": AT_LEAST_ONE, "disc_every": AT_LEAST_ONE,
+    }
+
 
 @dataclass
 class TrainConfig:
@@ -148,11 +171,10 @@ class TrainConfig:
     scheduled_sampling: float = 0.25  # final probability of feeding the decoder its own previous frame
     audio_examples: int = 2  # clips logged to TensorBoard at each validation
 
-    def check(self, path: str) -> None:
-        if self.max_steps <= 0 or self.val_every <= 0:
-            raise ConfigError("max_steps and val_every must be > 0", path=path)
-        if not 0.0 <= self.scheduled_sampling <= 1.0:
-            raise ConfigError("must be within [0, 1]", path=f"{path}.scheduled_sampling")
+    DOMAINS: typing.ClassVar[dict[str, Domain]] = {
+        "max_steps": AT_LEAST_ONE, "val_every": AT_LEAST_ONE, "log_every": AT_LEAST_ONE,
+        "keep_top_k": AT_LEAST_ONE, "scheduled_sampling": UNIT_INTERVAL, "audio_examples": NON_NEGATIVE,
+    }
 
 
 @dataclass
@@ -161,12 +183,16 @@ class ScalingConfig:
     use_gpu: bool = False
     cpus_per_worker: int = 1
 
+    DOMAINS: typing.ClassVar[dict[str, Domain]] = {"num_workers": AT_LEAST_ONE, "cpus_per_worker": AT_LEAST_ONE}
+
 
 @dataclass
 class RunConfig:
     storage_path: str = "runs"  # local folder, NFS path or object-store URI; shared storage on a cluster
     name: str | None = None  # default: the experiment name; a fixed name is what makes a rerun resume
     max_failures: int = 2  # worker restarts from the last checkpoint before the run is failed
+
+    DOMAINS: typing.ClassVar[dict[str, Domain]] = {"max_failures": Range(low=-1, why="-1: retry forever")}
 
 
 @dataclass
@@ -182,6 +208,25 @@ class SweepConfig:
     grace_period: int | None = None  # ASHA's first rung in steps; default: end of the first phase
     reduction_factor: int = 2
     storage: str | None = None  # Optuna journal file; default: <storage_path>/<sweep name>/optuna.journal
+
+    DOMAINS: typing.ClassVar[dict[str, Domain]] = {
+        "num_trials": AT_LEAST_ONE, "max_concurrent": AT_LEAST_ONE, "seed": SEED, "grace_period": AT_LEAST_ONE,
+        "reduction_factor": Range(low=2, why="ASHA keeps 1/reduction_factor of the trials at each rung"),
+    }
+
+    def check(self, path: str) -> None:
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        modes = self.mode if isinstance(self.mode, list) else [self.mode] * len(metrics)
+        if not metrics:
+            raise ConfigError("name at least one metric to optimize, e.g. val/recon", path=f"{path}.metric")
+        if len(modes) != len(metrics):
+            raise ConfigError(f"{len(metrics)} metrics but {len(modes)} modes: give one mode per metric",
+                              path=f"{path}.mode")
+        for i, (metric, mode) in enumerate(zip(metrics, modes)):
+            check_mode(mode, path=f"{path}.mode" + (f".{i}" if isinstance(self.mode, list) else ""))
+            if not metric.startswith(("val/", "train/")):
+                raise ConfigError(f"metric {metric!r} is not reported by training: use a validation metric "
+                                  "such as val/recon, val/style_acc or val/content_leak", path=f"{path}.metric")
 
 
 @dataclass
@@ -199,6 +244,8 @@ class ExperimentConfig:
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
     run: RunConfig = field(default_factory=RunConfig)
     sweep: SweepConfig | None = None
+
+    DOMAINS: typing.ClassVar[dict[str, Domain]] = {"seed": SEED}
 
     def check(self, path: str) -> None:
         if not _NAME_RE.match(self.name.replace("-", "_")):
@@ -227,6 +274,7 @@ class ExperimentConfig:
                         f"Defined: {', '.join(self.losses)}",
                         path=f"curriculum.phases.{i}.weights.{term}",
                     )
+        check_across_sections(self)
 
     @property
     def instrument_names(self) -> list[str]:
@@ -340,6 +388,7 @@ def _convert_dataclass(value: Any, cls: type, path: str) -> Any:
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"missing required field '{name}'", path=_join(path, name))
     obj = cls(**kwargs)
+    check_domains(obj, getattr(cls, "DOMAINS", {}), path)
     if hasattr(obj, "check"):
         obj.check(path)
     return obj

@@ -35,7 +35,6 @@ from ray import tune
 from audiostyle.platform.config.schema import ExperimentConfig
 from audiostyle.platform.core.errors import ConfigError
 from audiostyle.platform.core.locations import absolute_location, is_url
-from audiostyle.platform.core.modes import check_mode
 from audiostyle.platform.sweeps.report import SweepReport, write_report
 from audiostyle.platform.sweeps.space import SearchSpace
 from audiostyle.platform.sweeps.study import (
@@ -101,15 +100,7 @@ def objectives(cfg: ExperimentConfig) -> tuple[list[str], list[str]]:
     assert sweep is not None
     metrics = sweep.metric if isinstance(sweep.metric, list) else [sweep.metric]
     modes = sweep.mode if isinstance(sweep.mode, list) else [sweep.mode] * len(metrics)
-    if len(modes) != len(metrics):
-        raise ConfigError(f"{len(metrics)} metrics but {len(modes)} modes: give one mode per metric",
-                          path="sweep.mode")
-    for i, (metric, mode) in enumerate(zip(metrics, modes)):
-        check_mode(mode, path=f"sweep.mode.{i}")
-        if not metric.startswith(("val/", "train/")):
-            raise ConfigError(f"metric {metric!r} is not reported by training: use a validation metric "
-                              "such as val/recon, val/style_acc or val/content_leak", path="sweep.metric")
-    return metrics, modes
+    return metrics, modes  # lengths, modes and metric names were checked with the config (SweepConfig.check)
 
 
 def asha_grace_period(cfg: ExperimentConfig, space: SearchSpace) -> int:
@@ -126,10 +117,7 @@ def asha_grace_period(cfg: ExperimentConfig, space: SearchSpace) -> int:
             f"as late as step {floor} in this search space): ASHA would compare trials still in that phase "
             "with trials already in the next, and prune the loss jump at the phase switch as a regression",
             path="sweep.grace_period", hint=f"set it to {floor} or more, or leave it out (default: {floor})")
-    if grace > cfg.train.max_steps:
-        raise ConfigError(f"grace_period {grace} is beyond train.max_steps={cfg.train.max_steps}: ASHA "
-                          "would never stop a trial", path="sweep.grace_period")
-    return grace
+    return grace  # grace <= train.max_steps is a rule of the config itself (config/cross_checks.py)
 
 
 class TrialLedger(tune.Callback):

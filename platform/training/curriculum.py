@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from audiostyle.platform.config.cross_checks import boundary_step, check_phase_steps
 from audiostyle.platform.config.schema import ExperimentConfig, PhaseConfig, require_phases
 from audiostyle.platform.core.errors import ConfigError
 
@@ -34,11 +35,6 @@ class PhaseState:
         return {term for term, w in self.weights.items() if w > 0}
 
 
-def boundary_step(until: float, max_steps: int) -> int:
-    """A phase boundary as a step count: fractions (<= 1) of max_steps, or a step count (> 1)."""
-    return int(round(until * max_steps)) if until <= 1 else int(until)
-
-
 class Curriculum:
     """The phases of a run resolved to step ranges [start, end); the last phase extends to max_steps."""
 
@@ -55,17 +51,9 @@ class Curriculum:
             names += [t for t in phase.weights if t not in names]
         self.terms = names
 
+        check_phase_steps(self.phases, max_steps)  # the config's own rule; a sweep sample comes here too
         ends = [boundary_step(p.until, max_steps) for p in self.phases]
         starts = [0, *ends[:-1]]
-        for i, (start, end) in enumerate(zip(starts, ends)):
-            if end <= start:
-                raise ConfigError(
-                    f"phase {self.phases[i].name!r} ends at step {end} but starts at step {start}: it would "
-                    f"never run (train.max_steps={max_steps})",
-                    path=f"curriculum.phases.{i}.until",
-                    hint="boundaries <= 1 are fractions of train.max_steps, larger ones are step counts; "
-                         "make them increase and leave each phase at least one step",
-                )
         ends[-1] = max(ends[-1], max_steps)  # the last phase runs to the end, whatever its boundary says
         self.starts = starts
         self.ends = ends
