@@ -66,7 +66,7 @@ def test_validate_checks_arguments_without_building(scratch):
     reg.validate_spec("encoder", {"component": "counted", "width": 3}, path="m")
     with pytest.raises(ConfigError, match="requires argument 'width'"):
         reg.validate_spec("encoder", {"component": "counted"}, path="m")
-    with pytest.raises(ConfigError, match="expected int"):
+    with pytest.raises(ConfigError, match="expected an integer"):
         reg.validate_spec("encoder", {"component": "counted", "width": 3, "depth": "two"}, path="m")
     with pytest.raises(ConfigError, match="must not be written here"):
         reg.validate_spec("encoder", {"component": "counted", "width": 3, "in_bins": 5}, path="m")

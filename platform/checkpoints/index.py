@@ -6,12 +6,18 @@ Runs live at `<storage>/<run>/<checkpoint>/` (training/driver.py names them) and
 `<storage>/<sweep>/trial_<id>/.../<checkpoint>/` (sweeps/driver.py). A checkpoint is any folder holding `state.json` (and the weights); its step, phase and
 metrics come from that file, completed by the metrics Ray kept in the run's
 `checkpoint_manager_snapshot.json` (the two agree when both exist; state.json wins).
+
+A checkpoint whose files do not have the sizes its state.json recorded (a weights file cut short by a
+full disk or an interrupted copy) is listed with the reason in `damage`; ranking skips it with a
+warning, so `best` and `export` never pick it. Sizes come from the same directory listing that finds
+the checkpoints, so the check reads no file; checksums are verified when a checkpoint is loaded.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -20,10 +26,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from audiostyle.platform.core.artifact_files import MODEL_FILE, STATE_FILE
+from audiostyle.platform.core.artifact_files import MODEL_FILE, STATE_FILE, size_problem
 from audiostyle.platform.core.errors import CheckpointError, did_you_mean
 from audiostyle.platform.core.locations import is_url, join_location, open_storage
 from audiostyle.platform.core.modes import check_mode, smaller_is_better
+
+logger = logging.getLogger(__name__)
 
 RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # ray.train.v2 constants: the checkpoint manager's state
 
@@ -41,6 +49,7 @@ class CheckpointRecord:
     instruments: list[str] = field(default_factory=list)
     sweep: str | None = None
     trial: str | None = None
+    damage: str | None = None  # why the checkpoint cannot be used (a file missing or of the wrong size)
 
     def value(self, metric: str) -> float | None:
         """The metric's value (`step` is rankable too), or None when this checkpoint did not report it."""
@@ -87,7 +96,8 @@ def scan_checkpoints(storage: str | Path, *, skipped: list[str] | None = None) -
     # A checkpoint folder is recognised by its files, not its name: Ray names them checkpoint_* by
     # default, while a trainer may pass its own checkpoint_dir_name (e.g. step_00000006). A folder
     # named checkpoint_* without them is an interrupted save and is reported as skipped.
-    files = {e.path for e in entries if e.type == pyarrow.fs.FileType.File}
+    sizes = {e.path: e.size for e in entries if e.type == pyarrow.fs.FileType.File}
+    files = set(sizes)
     ckpt_dirs = sorted({str(PurePosixPath(f).parent) for f in files
                         if PurePosixPath(f).name in (STATE_FILE, MODEL_FILE)}
                        | {e.path for e in entries if e.type == pyarrow.fs.FileType.Directory
@@ -116,15 +126,41 @@ def scan_checkpoints(storage: str | Path, *, skipped: list[str] | None = None) -
             phase=str(state.get("phase", "")), metrics=metrics, instruments=list(state.get("instruments") or []),
             sweep=parts[trial_idx - 1] if trial_idx else None,
             trial=parts[trial_idx] if trial_idx is not None else None,
+            damage=_damage(path, state, sizes),
         ))
     records.sort(key=lambda r: (r.run, r.step))
     return records
 
 
+def _damage(path: str, state: dict, sizes: dict[str, int]) -> str | None:
+    """Why the checkpoint at `path` is unusable, from the listing's file sizes; None when it looks whole."""
+    listed = state.get("files")
+    if not isinstance(listed, dict):  # checkpoints written before the file list: the weights must exist
+        listed = {MODEL_FILE: {}}
+    for name, expected in listed.items():
+        problem = size_problem(sizes.get(f"{path}/{name}"), expected)
+        if problem:
+            return f"{name}: {problem}"
+    return None
+
+
+def usable(records: list[CheckpointRecord]) -> list[CheckpointRecord]:
+    """The records that are not damaged; each damaged one is logged as a warning, naming the reason."""
+    for r in records:
+        if r.damage:
+            logger.warning("skipping damaged checkpoint %s: %s", r.location, r.damage)
+    return [r for r in records if not r.damage]
+
+
 def rank(records: list[CheckpointRecord], metric: str, mode: str = "min") -> list[CheckpointRecord]:
-    """Records that reported `metric`, best first; CheckpointError listing the metrics there are."""
+    """Undamaged records that reported `metric`, best first; CheckpointError listing the metrics there
+    are (or saying that every checkpoint is damaged)."""
     check_mode(mode, path="--mode")
-    scored = [r for r in records if r.value(metric) is not None]
+    whole = usable(records)
+    if records and not whole:
+        raise CheckpointError(f"every checkpoint found is damaged (first: {records[0].location}: "
+                              f"{records[0].damage}); resume training from an earlier run or re-copy the storage")
+    scored = [r for r in whole if r.value(metric) is not None]
     if not scored:
         known = sorted({k for r in records for k in r.metrics} | {"step"})
         raise CheckpointError(
@@ -159,9 +195,10 @@ def local_checkpoint(location: str | Path) -> Iterator[Path]:
 
 def format_table(records: list[CheckpointRecord], metrics: list[str]) -> str:
     """A fixed-width table: run, checkpoint, step, phase and the chosen metric columns."""
-    head = ["run", "checkpoint", "step", "phase", *metrics]
+    head = ["run", "checkpoint", "step", "phase", *metrics, "status"]
     rows = [[r.run, r.name, str(r.step), r.phase,
-             *("-" if r.value(m) is None else f"{r.value(m):.4g}" for m in metrics)] for r in records]
+             *("-" if r.value(m) is None else f"{r.value(m):.4g}" for m in metrics),
+             f"DAMAGED ({r.damage})" if r.damage else "ok"] for r in records]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [head, *rows]]
     return "\n".join(lines)

@@ -58,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
             shown = shown[: args.top]
         metrics = sorted({k for r in records for k in r.metrics if k.startswith("val/")}) or [args.metric]
         print(format_table(shown, metrics))
-        print(f"{len(records)} checkpoints in {len({r.run for r in records})} runs")
+        damaged = sum(1 for r in records if r.damage)
+        note = f" ({damaged} damaged: `best` and `export` skip them)" if damaged else ""
+        print(f"{len(records)} checkpoints in {len({r.run for r in records})} runs{note}")
         return 0
     best = rank(records, args.metric, mode)[0]
     if args.action == "best":

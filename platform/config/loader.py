@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from audiostyle.platform.config.dotted_paths import COMMAND_LINE, get_path, schema_has_path, set_path
+from audiostyle.platform.config.preflight import preflight
 from audiostyle.platform.config.safe_yaml import YamlSyntaxError, load_yaml_text
 from audiostyle.platform.config.schema import ExperimentConfig, ModelConfig, parse_experiment
 from audiostyle.platform.core.errors import ConfigError, did_you_mean
@@ -33,6 +34,12 @@ class ComposedConfig:
     data: dict[str, Any]
     origin: dict[str, str] = field(default_factory=dict)
     root_file: str = ""
+
+    def files_under(self, path: str) -> list[str]:
+        """Every file that set `path` or a field inside it, in the order they were applied; for errors
+        about a whole node (a component whose arguments came from a base file and the command line)."""
+        files = [f for key, f in self.origin.items() if f and (key == path or key.startswith(path + "."))]
+        return sorted(set(files), key=lambda f: (f == COMMAND_LINE, files.index(f))) or [self.file_for(path)]
 
     def file_for(self, path: str) -> str:
         """The file that set `path` or its nearest ancestor."""
@@ -255,6 +262,10 @@ def load_experiment_with_raw(path: str | Path, overrides: Iterable[str] = ()) ->
         validate_components(cfg)
     except ConfigError as exc:
         raise exc.located(composed.file_for(exc.field_path)) from None
+    try:
+        preflight(cfg, resolved)  # the model on the meta device, the sweep block: before any Ray starts
+    except ConfigError as exc:  # about a whole component: name every file that set its arguments
+        raise exc.located(", ".join(composed.files_under(exc.field_path))) from None
     return LoadedExperiment(cfg, resolved, composed)
 
 

@@ -38,6 +38,17 @@ def describe_files(root: str | os.PathLike, names: Sequence[str]) -> FileList:
     return {name: {"bytes": (root / name).stat().st_size, "sha256": sha256_file(root / name)} for name in names}
 
 
+def size_problem(size: int | None, expected: Any) -> str | None:
+    """Why a listed file of `size` bytes (None: absent) is not the one recorded in `expected`
+    ({"bytes": ...}); None when its size matches. Cheap: no byte of the file is read."""
+    if size is None:
+        return "missing"
+    want = expected.get("bytes") if isinstance(expected, Mapping) else None
+    if isinstance(want, int) and size != want:
+        return f"{size} bytes, expected {want}: the file is truncated or was replaced"
+    return None
+
+
 def verify_files(root: str | os.PathLike, files: Mapping[str, Mapping[str, Any]], *, remedy: str,
                  required: Sequence[str] = (), listing: str | os.PathLike | None = None) -> None:
     """CheckpointError naming the first file that is unlisted, missing, of another size or checksum.
@@ -46,17 +57,17 @@ def verify_files(root: str | os.PathLike, files: Mapping[str, Mapping[str, Any]]
     file that holds the list, for the message; remedy: what the user should do, ending each message.
     """
     root = Path(root)
+    if not isinstance(files, Mapping) or not all(isinstance(v, Mapping) for v in files.values()):
+        raise CheckpointError(f"{listing or root}: the file list is not a mapping of name -> "
+                              f"{{bytes, sha256}}; {remedy}")
     for name in required:
         if name not in files:
             raise CheckpointError(f"{listing or root}: lists no '{name}'; {remedy}")
     for name, expected in files.items():
         path = root / name
-        if not path.is_file():
-            raise CheckpointError(f"{path}: missing; {remedy}")
-        size = path.stat().st_size
-        if size != expected.get("bytes", size):
-            raise CheckpointError(f"{path}: {size} bytes, expected {expected['bytes']}: the file is truncated "
-                                  f"or was replaced; {remedy}")
+        problem = size_problem(path.stat().st_size if path.is_file() else None, expected)
+        if problem:
+            raise CheckpointError(f"{path}: {problem}; {remedy}")
         if sha256_file(path) != expected.get("sha256"):
             raise CheckpointError(f"{path}: checksum mismatch: the file is corrupt; {remedy}")
 

@@ -2,7 +2,8 @@
 
 Kinds are the pluggable slots of the model (frontend, encoder, decoder, discriminator, loss). A YAML
 node `{component: NAME, arg: value, ...}` names a registered class or function and its arguments;
-`validate_spec` checks that node against the signature without building anything, `resolved_arguments`
+`validate_spec` checks that node against the signature (names, and each value against its annotation,
+list items included; core/argument_types.py) without building anything, `resolved_arguments`
 says what it would be called with (defaults included), and `build` calls it.
 
 Some arguments are never written in YAML because they follow from the rest of the config (the number
@@ -23,11 +24,17 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
+from audiostyle.platform.core.argument_types import check_argument, parameter_types
 from audiostyle.platform.core.errors import ConfigError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "audiostyle.components"
+# What a constructor raises when the values it was given do not fit together (e.g. heads that do not
+# divide the width); `build` reports these as the YAML's fault, naming the component.
+# (RuntimeError: torch's own refusals, e.g. a negative dimension; NotImplementedError, its subclass, is
+# an unsupported operation, not a bad argument, and passes through.)
+BUILD_ERRORS = (ValueError, TypeError, AssertionError, ZeroDivisionError, RuntimeError)
 COMPONENT_KEY = "component"
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -153,32 +160,15 @@ def validate_spec(kind: str, spec: Mapping[str, Any], *, path: str) -> None:
                 f"Arguments: {', '.join(allowed) or '(none)'}",
                 path=f"{path}.{key}",
             )
+    hints = parameter_types(target)
     for pname, p in params.items():
         if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             continue
         if p.default is inspect.Parameter.empty and pname not in kwargs and pname not in reg.injected:
             raise ConfigError(f"{kind} '{name}' requires argument '{pname}'", path=f"{path}.{pname}")
-        if pname in kwargs and p.default not in (inspect.Parameter.empty, None):
-            _check_type_like_default(kwargs[pname], p.default, path=f"{path}.{pname}")
-
-
-def _check_type_like_default(value: Any, default: Any, *, path: str) -> None:
-    """A light type check: a value must have the type of the parameter's default (ints pass as floats)."""
-    expected = type(default)
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, (list, tuple)):
-        ok = isinstance(value, (list, tuple))
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    else:
-        return
-    if not ok:
-        raise ConfigError(f"expected {expected.__name__} (like the default {default!r}), got {value!r}", path=path)
+        if pname in kwargs:  # the annotation, items of lists included (or the default's type)
+            check_argument(kwargs[pname], hints.get(pname, inspect.Parameter.empty), p.default,
+                           path=f"{path}.{pname}")
 
 
 def _taken(sig: inspect.Signature, injected: Mapping[str, Any]) -> dict[str, Any]:
@@ -191,7 +181,16 @@ def build(kind: str, spec: Mapping[str, Any], *, path: str = "", **injected: Any
     validate_spec(kind, spec, path=path)
     name, kwargs = split_spec(spec, kind=kind, path=path)
     target = registry(kind).get(name, path=path)
-    return target(**kwargs, **_taken(inspect.signature(target), injected))
+    try:
+        return target(**kwargs, **_taken(inspect.signature(target), injected))
+    except NotImplementedError:
+        raise
+    except BUILD_ERRORS as exc:
+        # A constructor that refuses its arguments (num_heads must divide dim, ...) describes the user's
+        # YAML, not a bug: say which component and which arguments, without a traceback.
+        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "its defaults"
+        raise ConfigError(f"{kind} '{name}' cannot be built with {shown}: {exc}", path=path,
+                          hint=f"`audiostyle components {kind}` lists its arguments and defaults") from exc
 
 
 def resolved_arguments(kind: str, spec: Mapping[str, Any], *, path: str = "", **injected: Any) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from audiostyle.platform.config.schema import ExperimentConfig
 from audiostyle.platform.core.errors import ConfigError
 from audiostyle.platform.core.locations import absolute_location, is_url
 from audiostyle.platform.sweeps.report import SweepReport, write_report
-from audiostyle.platform.sweeps.space import SearchSpace
+from audiostyle.platform.sweeps.space import SearchSpace, asha_grace_period
 from audiostyle.platform.sweeps.study import (
     JOURNAL_NAME,
     journal_storage,
@@ -101,23 +101,6 @@ def objectives(cfg: ExperimentConfig) -> tuple[list[str], list[str]]:
     metrics = sweep.metric if isinstance(sweep.metric, list) else [sweep.metric]
     modes = sweep.mode if isinstance(sweep.mode, list) else [sweep.mode] * len(metrics)
     return metrics, modes  # lengths, modes and metric names were checked with the config (SweepConfig.check)
-
-
-def asha_grace_period(cfg: ExperimentConfig, space: SearchSpace) -> int:
-    """ASHA's first rung in steps: by default the latest end of the first phase over the whole space."""
-    assert cfg.sweep is not None
-    floor = space.latest_first_phase_end()
-    grace = cfg.sweep.grace_period
-    if grace is None:
-        return max(1, floor)
-    first = cfg.curriculum.phases[0].name
-    if grace < floor:
-        raise ConfigError(
-            f"grace_period {grace} falls before the end of the first curriculum phase ({first!r}, which ends "
-            f"as late as step {floor} in this search space): ASHA would compare trials still in that phase "
-            "with trials already in the next, and prune the loss jump at the phase switch as a regression",
-            path="sweep.grace_period", hint=f"set it to {floor} or more, or leave it out (default: {floor})")
-    return grace  # grace <= train.max_steps is a rule of the config itself (config/cross_checks.py)
 
 
 class TrialLedger(tune.Callback):

@@ -350,3 +350,20 @@ class SearchSpace:
         """The resolved mapping and the validated typed config of one sample."""
         data = self.apply_dict(sample)
         return data, config_from_dict(data)
+
+
+def asha_grace_period(cfg: ExperimentConfig, space: SearchSpace) -> int:
+    """ASHA's first rung in steps: by default the latest end of the first phase over the whole space."""
+    assert cfg.sweep is not None
+    floor = space.latest_first_phase_end()
+    grace = cfg.sweep.grace_period
+    if grace is None:
+        return max(1, floor)
+    first = cfg.curriculum.phases[0].name
+    if grace < floor:
+        raise ConfigError(
+            f"grace_period {grace} falls before the end of the first curriculum phase ({first!r}, which ends "
+            f"as late as step {floor} in this search space): ASHA would compare trials still in that phase "
+            "with trials already in the next, and prune the loss jump at the phase switch as a regression",
+            path="sweep.grace_period", hint=f"set it to {floor} or more, or leave it out (default: {floor})")
+    return grace  # grace <= train.max_steps is a rule of the config itself (config/cross_checks.py)
