@@ -5,6 +5,10 @@ os.replace only once complete, so a reader never sees a partial tar. The tar byt
 (fixed mtime, owner and mode), so re-running an ingest yields byte-identical shards with identical
 sha256 sums, and an unchanged shard is not rewritten at all. The two members of a segment
 (`<key>.flac`, `<key>.json`) are always adjacent, as WebDataset requires.
+
+A shard that the folder's current manifest lists is never replaced by different bytes: the writer is
+told those names (`listed`) and numbers its shards past them, so readers of the old manifest keep
+reading whole, unchanged shards until the new manifest replaces it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -75,16 +79,18 @@ class ShardInfo:
 class ShardSequenceWriter:
     """Writes one split's segments into consecutive shards of at most `max_bytes` each.
 
-    `before_replace(path)` is called just before an existing shard is replaced by different bytes
-    (ingest uses it to withdraw the manifest that vouched for the old shard).
+    listed: {shard name: sha256} of the shards the current manifest lists. Their names are skipped
+    (numbering starts at `first_index`), except that a shard identical to a listed one of the same
+    name is kept as it is: re-ingesting the same input rewrites nothing.
     """
 
-    def __init__(self, folder: str | Path, split: str, max_bytes: int,
-                 before_replace: Callable[[Path], None] | None = None):
+    def __init__(self, folder: str | Path, split: str, max_bytes: int, *, listed: Mapping[str, str] | None = None,
+                 first_index: int = 0):
         self.folder = Path(folder)
         self.split = split
         self.max_bytes = int(max_bytes)
-        self.before_replace = before_replace
+        self.listed = dict(listed or {})
+        self.index = first_index
         self.shards: list[ShardInfo] = []
         self._tar: wds.TarWriter | None = None
         self._fh: BinaryIO | None = None
@@ -135,8 +141,7 @@ class ShardSequenceWriter:
                 self._tar = None
 
     def _start(self) -> None:
-        name = shard_name(self.split, len(self.shards))
-        self._temp = self.folder / f"{TEMP_PREFIX}{name}.{os.getpid()}"
+        self._temp = self.folder / f"{TEMP_PREFIX}{self.split}-{self.index:06d}.tar.{os.getpid()}"
         self._fh = open(self._temp, "wb")
         self._hash = _HashingFile(self._fh)
         # fixed mtime/owner/mode: the same segments always give the same bytes (and sha256)
@@ -150,16 +155,18 @@ class ShardSequenceWriter:
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
-        name = shard_name(self.split, len(self.shards))
-        dest = self.folder / name
         digest = self._hash.sha.hexdigest()
+        name = shard_name(self.split, self.index)
+        while name in self.listed and self.listed[name] != digest:  # never overwrite what a manifest vouches for
+            self.index += 1
+            name = shard_name(self.split, self.index)
+        dest = self.folder / name
         if dest.exists() and sha256_file(dest) == digest:
             self._temp.unlink()  # identical shard already in place: leave it untouched
-        else:
-            if dest.exists() and self.before_replace is not None:
-                self.before_replace(dest)
+        else:  # a free name, a leftover no manifest lists, or the very bytes the manifest vouches for
             os.replace(self._temp, dest)
         self.shards.append(ShardInfo(name, digest, self._count, self._hash.bytes, round(self._seconds, 3)))
+        self.index += 1
         self._tar = None
 
 

@@ -154,11 +154,22 @@ def compute_instrument_stats(instrument_dir: str | Path, frontend: torch.nn.Modu
                              max_segments: int | None = None, progress: bool = False,
                              batch_size: int = 8) -> Path:
     """Stream a split's shards through `frontend.analyze`; write `<instrument_dir>/stats.npz`; return its path."""
+    instrument_dir = Path(instrument_dir)
+    manifest = read_manifest(instrument_dir)
+    running = _analyze(instrument_dir, frontend, manifest, split, max_segments, progress, batch_size)
+    if running is None:
+        raise DataError(f"{instrument_dir}: the '{split}' split holds no usable segments to compute statistics from")
+    return write_stats(instrument_dir / STATS_NAME, running, instrument=manifest.get("instrument", ""), split=split,
+                       manifest_sha256=sha256_file(instrument_dir / MANIFEST_NAME))
+
+
+@torch.no_grad()
+def _analyze(instrument_dir: Path, frontend: torch.nn.Module, manifest: dict[str, Any], split: str,
+             max_segments: int | None, progress: bool, batch_size: int) -> FeatureStats | None:
+    """Statistics of the segments of `split` in the shards `manifest` lists (None when there are none)."""
     from tqdm import tqdm
 
-    instrument_dir = Path(instrument_dir)
     settings = _frontend_settings(frontend)
-    manifest = read_manifest(instrument_dir)
     total = manifest["splits"].get(split, {}).get("segments")
     running: FeatureStats | None = None
     pending: dict[int, list[np.ndarray]] = {}  # segments grouped by length, analyzed a batch at a time
@@ -172,7 +183,7 @@ def compute_instrument_stats(instrument_dir: str | Path, frontend: torch.nn.Modu
     seen = 0
     bar = tqdm(total=min(total or 0, max_segments or total or 0) or None, desc=f"stats {instrument_dir.name}",
                unit="seg", disable=not progress)
-    for segment in iter_segments(instrument_dir, split):
+    for segment in iter_segments(instrument_dir, split, manifest):
         if max_segments is not None and seen >= max_segments:
             break
         name = f"{segment.url}:{segment.key}.flac"
@@ -191,10 +202,7 @@ def compute_instrument_stats(instrument_dir: str | Path, frontend: torch.nn.Modu
     for length in list(pending):
         flush(length)
     bar.close()
-    if running is None:
-        raise DataError(f"{instrument_dir}: the '{split}' split holds no usable segments to compute statistics from")
-    return write_stats(instrument_dir / STATS_NAME, running, instrument=manifest.get("instrument", ""), split=split,
-                       manifest_sha256=sha256_file(instrument_dir / MANIFEST_NAME))
+    return running
 
 
 def current_stats(instrument_dir: str | Path) -> Path | None:
@@ -209,13 +217,47 @@ def current_stats(instrument_dir: str | Path) -> Path | None:
         return None
 
 
+def _default_frontend(sample_rate: int) -> torch.nn.Module:
+    from audiostyle.platform.core.registry import build
+
+    return build("frontend", {"component": "stft_cqt"}, path="model.frontend", sample_rate=sample_rate)
+
+
 def compute_default_stats(instrument_dir: str | Path, *, sample_rate: int, progress: bool = False) -> Path:
     """`<instrument_dir>/stats.npz` for the default front end (`stft_cqt` at its defaults), as `data add`
     and `data demo` write them; an experiment with other front-end settings is told to recompute."""
-    from audiostyle.platform.core.registry import build
+    return compute_instrument_stats(instrument_dir, _default_frontend(sample_rate), progress=progress)
 
-    frontend = build("frontend", {"component": "stft_cqt"}, path="model.frontend", sample_rate=sample_rate)
-    return compute_instrument_stats(instrument_dir, frontend, progress=progress)
+
+def update_default_stats(instrument_dir: str | Path, *, sample_rate: int, previous_manifest_sha256: str | None,
+                         new_train_shards: Sequence[str], progress: bool = False) -> Path:
+    """The default statistics after `data add` appended `new_train_shards` to the train split.
+
+    When stats.npz summarised exactly the manifest before the append, only the new shards are analysed
+    and pooled in: the pooled mean and variance are those of all frames (Chan's update is exact), at the
+    cost of the new audio alone. Otherwise (no, stale or other-front-end statistics) all are recomputed.
+    """
+    instrument_dir = Path(instrument_dir)
+    path = instrument_dir / STATS_NAME
+    frontend = _default_frontend(sample_rate)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            summarised = str(data["manifest_sha256"]) if "manifest_sha256" in data.files else None
+        old = read_stats(path) if summarised == previous_manifest_sha256 else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, DataError):
+        old = None
+    if old is None or old.settings != _frontend_settings(frontend) or previous_manifest_sha256 is None:
+        return compute_instrument_stats(instrument_dir, frontend, progress=progress)
+    manifest = read_manifest(instrument_dir)
+    pooled = old
+    if new_train_shards:  # none when every new recording went to val or test: the arrays stay as they are
+        train = manifest["splits"]["train"]
+        view = {**manifest, "splits": {"train": {**train, "shards": [s for s in train["shards"]
+                                                                     if s in set(new_train_shards)]}}}
+        part = _analyze(instrument_dir, frontend, view, "train", None, progress, 8)
+        pooled = old if part is None else pool_stats([old, part])
+    return write_stats(path, pooled, instrument=manifest.get("instrument", ""), split="train",
+                       manifest_sha256=sha256_file(instrument_dir / MANIFEST_NAME))
 
 
 # ---------------------------------------------------------------------------------------------- load

@@ -222,7 +222,7 @@ def test_source_list_with_missing_file_and_nothing_usable(tmp_path):
     (tmp_path / "list.csv").write_text("path\nmissing.wav\n")
     with pytest.raises(DataError, match="no usable audio") as info:
         add_instrument("oboe", tmp_path / "list.csv", tmp_path / "out", **KW)
-    assert "list.csv" in str(info.value)
-    assert read_manifest(tmp_path / "out")["skipped"][0]["reason"].startswith("unreadable")
+    assert "list.csv" in str(info.value) and "missing.wav: unreadable" in str(info.value)  # the reasons, here
+    assert not (tmp_path / "out").exists()  # refused before anything was created
     with pytest.raises(DataError, match="not found"):
         add_instrument("oboe", tmp_path / "nowhere", tmp_path / "out2", **KW)

@@ -124,8 +124,9 @@ def test_transfer_files_resamples_formats_and_folders(bundle, tmp_path):
     lines = []
     written = transfer_files(bundle, [src], "piano", out_dir=tmp_path / "out", log=lines.append)
     assert sorted(p.name for p in written) == ["a.piano.wav", "b.piano.wav", "c.piano.wav", "d.piano.wav"]
+    assert tmp_path / "out" / "sub" / "b.piano.wav" in written  # the path inside the input folder is kept
     # mp3 frames pad the start and end a little: hence the tolerance
-    for p, seconds in zip(sorted(written), (1.5, 1.5 * 44100 / 16000, 1.5 * 44100 / 22050, 1.5 * 44100 / 22050)):
+    for p, seconds in zip(sorted(written, key=lambda p: p.name), (1.5, 1.5 * 44100 / 16000, 1.5 * 44100 / 22050, 1.5 * 44100 / 22050)):
         info = sf.info(p)
         assert info.samplerate == SR and info.channels == 1
         assert info.frames == pytest.approx(seconds * SR, abs=SR * 0.1)

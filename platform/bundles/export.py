@@ -32,7 +32,8 @@ from audiostyle.platform.core.artifact_files import (
     save_weights,
     write_mean_std,
 )
-from audiostyle.platform.core.errors import AudiostyleError, CheckpointError
+from audiostyle.platform.core.errors import AudiostyleError, CheckpointError, DataError
+from audiostyle.platform.core.output_paths import check_output_folder, make_output_folder
 
 if TYPE_CHECKING:
     from audiostyle.components.timbre_transfer import TimbreTransferModel
@@ -178,15 +179,21 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, data_root: str | P
                   prototype_seconds: float = PROTOTYPE_SECONDS) -> Path:
     """Write the bundle of a checkpoint folder (local path or URI) to `out`; returns `out`."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out}: is an existing file, not a bundle folder; choose another --out")
     if out.exists() and not overwrite:
-        raise CheckpointError(f"{out}: already exists; choose another --out or remove it first")
+        raise CheckpointError(f"{out}: already exists; choose another --out, pass --overwrite, or remove it first")
+    check_output_folder(out.parent, option="--out")  # before minutes of prototypes, not at the first write
     ckpt, cfg, model = _load_checkpoint_model(checkpoint)
     model.to(device).eval()
     provenance = _provenance(checkpoint, ckpt, metrics)
     provenance["prototypes"] = _install_training_prototypes(model, cfg, data_root=data_root,
                                                             max_seconds=prototype_seconds, device=device)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    make_output_folder(out.parent, option="--out")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise DataError(f"--out {out}: cannot write in {out.parent} ({exc.strerror or exc})") from None
     try:
         _write_bundle_files(tmp, model, cfg, ckpt, provenance)
         _move_into_place(tmp, out)

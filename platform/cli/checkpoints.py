@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from audiostyle.platform.cli.argtypes import non_negative_int
 from audiostyle.platform.core.modes import MODES
 
 EPILOG = """examples:
@@ -34,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="export: data root holding <instrument>/ shards, for the training-set prototypes "
                         "(default: the instrument paths in the run's config)")
     p.add_argument("--overwrite", action="store_true", help="export: replace an existing bundle folder")
-    p.add_argument("--top", type=int, default=0, help="list: only the N best by --metric")
+    p.add_argument("--top", type=non_negative_int, default=0, help="list: only the N best by --metric")
     p.set_defaults(func=run)
 
 

@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import argparse
 
+from audiostyle.platform.cli.argtypes import positive_int, positive_minutes, positive_number, positive_seconds
+
 _ADD_EXAMPLES = """examples:
   audiostyle data add cello recordings/cello/                    # every audio file under the folder
+  audiostyle data add cello more_takes/                          # appends to data/cello: new files only
   audiostyle data add cello takes.csv --out data/mine/cello      # CSV: path[,recording_id][,split]
+  audiostyle data add cello recordings/cello/ --replace          # start data/cello over
   audiostyle data add flute takes.jsonl --segment-seconds 8 --shard-size-mb 512
 
 SOURCE is a folder (searched recursively; wav, flac, ogg, mp3, aiff) or a .csv/.jsonl list whose rows
 name `path` (relative to the list), optionally `recording_id` (files sharing one are split together)
 and `split` (train, val, test or heldout; fixed instead of drawn). Audio is made mono, resampled,
 loudness-normalized, cut into segments with silence dropped, and split by recording with --seed.
-Re-running is safe: the same input gives the same shards; an interrupted run is completed by the next.
-Files that cannot be used are skipped and listed with the reason (also in manifest.json)."""
+
+Adding to an instrument that already exists appends: files are recognised by their content (sha256),
+so re-adding one changes nothing, and earlier recordings keep their split; statistics are updated.
+--replace starts the instrument over. Either way the folder changes only once the new shards are
+complete (a SOURCE with no usable audio changes nothing), and one `data add` at a time may write
+to a folder (a second is told which process holds it). Files that cannot be used are skipped and
+listed with the reason (also in manifest.json)."""
 
 _DEMO_EXAMPLES = """examples:
   audiostyle data demo                                   # piano + violin, CI-sized, a few seconds
@@ -47,11 +56,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                            "shards (FLAC + JSON per segment) and a manifest.json.")
     add.add_argument("instrument", metavar="INSTRUMENT", help="class name: lower-case letters, digits, '_'")
     add.add_argument("source", metavar="SOURCE", help="folder of audio files, or a .csv / .jsonl list of them")
-    add.add_argument("--out", metavar="DIR", help="output folder (default: data/<INSTRUMENT>)")
-    add.add_argument("--sample-rate", type=int, default=22050, help="resample to this rate (default: 22050)")
-    add.add_argument("--segment-seconds", type=float, default=10.0,
-                     help="segment length stored in the shards; training crops shorter windows (default: 10)")
-    add.add_argument("--shard-size-mb", type=float, default=256.0, help="maximum shard size (default: 256)")
+    add.add_argument("--out", metavar="INSTRUMENT_DIR",
+                     help="the instrument's folder, created if missing (default: data/<INSTRUMENT>)")
+    add.add_argument("--replace", action="store_true",
+                     help="start the instrument over instead of appending to it (old shards go once the new "
+                          "ones are written)")
+    add.add_argument("--sample-rate", type=positive_int, default=None,
+                     help="resample to this rate (default: 22050, or the existing dataset's)")
+    add.add_argument("--segment-seconds", type=positive_seconds, default=None,
+                     help="segment length stored in the shards; training crops shorter windows (default: 10, or "
+                          "the existing dataset's)")
+    add.add_argument("--shard-size-mb", type=positive_number, default=256.0, help="maximum shard size (default: 256)")
     add.add_argument("--split", default="0.8,0.1,0.1", metavar="TRAIN,VAL,TEST",
                      help="fractions of recordings per split (default: 0.8,0.1,0.1)")
     add.add_argument("--seed", type=int, default=0, help="seed of the train/val/test draw (default: 0)")
@@ -67,8 +82,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="comma-separated General MIDI names, e.g. piano,violin,cello,flute,trumpet,clarinet,"
                            "guitar (default: piano,violin)")
     size = demo.add_mutually_exclusive_group()
-    size.add_argument("--minutes", type=float, help="minutes of audio per instrument (a real local set: 30-60)")
-    size.add_argument("--seconds", type=float, help="seconds of audio per instrument (tests use ~40)")
+    size.add_argument("--minutes", type=positive_minutes,
+                      help="minutes of audio per instrument (a real local set: 30-60)")
+    size.add_argument("--seconds", type=positive_seconds, help="seconds of audio per instrument (tests use ~40)")
     demo.add_argument("--seed", type=int, default=0, help="seed of piece selection and splits (default: 0)")
     demo.add_argument("--no-heldout", action="store_true", help="do not render the 'heldout' split with the other "
                                                                   "SoundFonts installed")
@@ -91,7 +107,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                         "their normalization statistics into the package's stats/demo/ (the "
                                         "fallback for instrument folders without a stats.npz). Run it after "
                                         "changing the renderer or the default front end.")
-    regen.add_argument("--minutes", type=float, default=None, help="minutes of audio per instrument "
+    regen.add_argument("--minutes", type=positive_minutes, default=None, help="minutes of audio per instrument "
                        "(default: the renderer's CI-sized set)")
     regen.add_argument("--out", metavar="DIR", default=None, help="write here instead of stats/demo/")
     regen.set_defaults(func=run_demo_stats)
@@ -102,25 +118,34 @@ def _yaml_line(name: str, location: str) -> str:
 
 
 def run_add(args: argparse.Namespace) -> int:
+    import math
     from pathlib import Path
 
     from audiostyle.datasets.manifest import summary_lines
     from audiostyle.platform.core.errors import ConfigError
+    from audiostyle.platform.core.output_paths import check_output_folder
     from audiostyle.platform.data.prepare import add_instrument_dataset
 
     try:
         fractions = tuple(float(x) for x in args.split.split(","))
     except ValueError:
         fractions = ()
-    if len(fractions) != 3:
-        raise ConfigError(f"--split must be three comma-separated numbers (train,val,test), got {args.split!r}")
-    out = Path(args.out or Path("data") / args.instrument)
-    manifest, stats = add_instrument_dataset(args.instrument, args.source, out, sample_rate=args.sample_rate,
-                                             segment_seconds=args.segment_seconds,
-                                             shard_max_bytes=int(args.shard_size_mb * 1024 * 1024),
-                                             split_fractions=fractions, seed=args.seed,
-                                             progress=not args.no_progress)
-    print(f"wrote {out}/ (shards, manifest.json, normalization statistics {stats.name})")
+    if len(fractions) != 3 or not all(math.isfinite(f) and f >= 0 for f in fractions) or sum(fractions) <= 0:
+        raise ConfigError(f"--split must be three non-negative numbers train,val,test (not all 0), e.g. 0.8,0.1,0.1; "
+                          f"got {args.split!r}")
+    out = check_output_folder(args.out or Path("data") / args.instrument)
+    result, stats = add_instrument_dataset(args.instrument, args.source, out, sample_rate=args.sample_rate,
+                                           segment_seconds=args.segment_seconds,
+                                           shard_max_bytes=int(args.shard_size_mb * 1024 * 1024),
+                                           split_fractions=fractions, seed=args.seed,
+                                           progress=not args.no_progress, replace=args.replace)
+    manifest = result.manifest
+    if result.changed:
+        print(f"{'replaced' if args.replace else 'added to'} {out}/: {len(result.added_recordings)} recording(s), "
+              f"{result.added_segments} segments; {len(result.already_present)} file(s) already in the dataset; "
+              f"normalization statistics {stats.name} updated")
+    else:
+        print(f"nothing new for {out}/: all {len(result.already_present)} file(s) are in the dataset already")
     print("\n".join(summary_lines(manifest)))
     print("\nAdd this line under `instruments:` in your experiment YAML:")
     print(_yaml_line(args.instrument, str(out)))
@@ -131,8 +156,10 @@ def run_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from audiostyle.datasets.manifest import read_manifest, summary_lines
+    from audiostyle.platform.core.output_paths import check_output_folder
     from audiostyle.platform.data.prepare import prepare_demo
 
+    check_output_folder(args.out)
     names = tuple(n.strip() for n in args.instruments.split(",") if n.strip())
     from audiostyle.datasets.soundfonts import SYSTEM_DIRS
 

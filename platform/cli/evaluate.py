@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from audiostyle.platform.cli.argtypes import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", metavar="DATA", help="data root holding <instrument>/ shards and notes/ (e.g. data/demo)")
     p.add_argument("--out", default="evaluation", metavar="DIR", help="output folder (default: evaluation/)")
     p.add_argument("--instruments", nargs="+", metavar="NAME", help="only these instruments (default: all shared)")
-    p.add_argument("--max-pieces", type=int, default=None, help="only the first N test pieces")
+    p.add_argument("--max-pieces", type=positive_int, default=None, help="only the first N test pieces")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--f0", choices=("yin", "pyin"), default="yin",
                    help="pitch tracker for pitch accuracy (pyin is more accurate and ~20x slower)")
@@ -34,8 +36,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from audiostyle.platform.core.output_paths import check_output_folder
     from audiostyle.platform.evaluation.evaluate import evaluate
 
+    check_output_folder(args.out)  # before minutes of transfers, not at the first write
     results = evaluate(args.bundle, args.data, out_dir=args.out, instruments=args.instruments,
                        max_pieces=args.max_pieces, device=args.device, f0_method=args.f0,
                        baselines=not args.no_baselines, input_soundfont=args.input_soundfont)

@@ -4,6 +4,8 @@ Command modules import only argparse (and the dependency-free platform/core) at 
 imports happen inside their run functions, so `audiostyle --help` answers instantly
 (tests/test_layout.py checks that building every parser imports no torch, numpy, yaml or Ray). Errors about the user's input (AudiostyleError)
 are printed as one clear message with exit code 2; anything else is a bug and keeps its traceback.
+Mistakes in the command line itself (a missing argument, `--chunk-seconds 0`) get the same treatment:
+one line naming the command and the argument, exit code 2 (OneLineParser).
 """
 
 from __future__ import annotations
@@ -29,8 +31,17 @@ COMMAND_MODULES = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line `error: PROG: argument ...: what is wrong` (exit 2)
+    instead of the usage block; every subcommand parser inherits it through add_subparsers."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {self.prog}: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="audiostyle",
         description="Neural timbre transfer between instruments: datasets, Ray training, sweeps, transfer.",
         epilog="Each command has its own --help. Start with `audiostyle quickstart`.",

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from audiostyle.platform.cli.argtypes import positive_int, positive_seconds
+
 DEFAULT_EXPERIMENT = "experiments/quickstart.yaml"
 TRANSFER_RECIPE = "experiments/paired_spectral.yaml"
 SMOKE_TEST_NOTE = f"""
@@ -37,8 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"experiment YAML (default {DEFAULT_EXPERIMENT})")
     p.add_argument("--data", default="data/demo", help="where the demo instruments are rendered (default data/demo)")
     p.add_argument("--out", default="out/quickstart", help="bundle and transferred audio (default out/quickstart)")
-    p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: the YAML's scaling)")
-    p.add_argument("--seconds", type=float, default=None,
+    p.add_argument("--workers", type=positive_int, default=None, help="Ray Train workers (default: the YAML's scaling)")
+    p.add_argument("--seconds", type=positive_seconds, default=None,
                    help="seconds of demo audio per instrument (default: the renderer's CI-sized set)")
     p.set_defaults(func=run)
 
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from audiostyle.platform.checkpoints.index import best_checkpoint
     from audiostyle.platform.config.loader import load_experiment
     from audiostyle.platform.core.errors import ConfigError
+    from audiostyle.platform.core.output_paths import check_output_folder
     from audiostyle.platform.data.prepare import prepare_demo
     from audiostyle.platform.inference.transfer import transfer_files
     from audiostyle.platform.training.driver import run_training
@@ -63,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"file not found: {args.experiment}",
                           hint="run the quickstart from the repository root, or pass --experiment PATH")
     data_root, out = Path(args.data).resolve(), Path(args.out).resolve()
+    check_output_folder(data_root, option="--data")
+    check_output_folder(out)
     cfg = load_experiment(args.experiment, [f"data.root={data_root}", *args.overrides])
     source, target = cfg.instrument_names[0], cfg.instrument_names[1]
 

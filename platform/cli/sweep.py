@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from audiostyle.platform.cli.argtypes import positive_int
+
 DESCRIPTION = """\
 Search an experiment's hyperparameters with Ray Tune + Optuna: one Ray Train run per trial.
 
@@ -46,10 +48,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="Ray cluster to run on; default: start a local Ray in this process")
     p.add_argument("--resume", action="store_true",
                    help="continue the sweep already in the sweep folder (finished trials are not repeated)")
-    p.add_argument("--trials", type=int, metavar="N", help="trials in total (default: sweep.num_trials)")
-    p.add_argument("--max-concurrent", type=int, metavar="N",
+    p.add_argument("--trials", type=positive_int, metavar="N", help="trials in total (default: sweep.num_trials)")
+    p.add_argument("--max-concurrent", type=positive_int, metavar="N",
                    help="trials training at once (default: sweep.max_concurrent)")
-    p.add_argument("--workers-per-trial", type=int, metavar="N",
+    p.add_argument("--workers-per-trial", type=positive_int, metavar="N",
                    help="Ray Train workers per trial (default: scaling.num_workers)")
     p.add_argument("--storage", metavar="PATH", help="where the sweep folder goes (default: run.storage_path)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from audiostyle.platform.cli.argtypes import non_negative_seconds, positive_seconds
+
 EPILOG = """examples:
   audiostyle transfer bundles/piano_violin --to violin melody.wav
   audiostyle transfer bundles/piano_violin --to piano recordings/ -o out/ --device cuda
@@ -27,9 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", metavar="CLIP",
                    help="use the style of this clip instead of the instrument's training-set prototype")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    p.add_argument("--chunk-seconds", type=float, default=None,
+    p.add_argument("--chunk-seconds", type=positive_seconds, default=None,
                    help="chunk length (default: the training segment length)")
-    p.add_argument("--overlap-seconds", type=float, default=None, help="crossfade length (default: 0.5)")
+    p.add_argument("--overlap-seconds", type=non_negative_seconds, default=None,
+                   help="crossfade length, at most half a chunk (default: 0.5, or half a shorter chunk)")
     p.add_argument("--format", choices=("wav", "flac"), default="wav", help="output format (default: wav)")
     p.add_argument("--no-cache", action="store_true",
                    help="decode without the key/value cache (the research's uncached decoding; slower)")

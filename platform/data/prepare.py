@@ -12,23 +12,44 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from audiostyle.platform.core.atomic_files import copy_atomic
+from audiostyle.platform.core.atomic_files import copy_atomic, sha256_file
+from audiostyle.platform.core.folder_lock import folder_lock
+
+if TYPE_CHECKING:
+    from audiostyle.datasets.ingest import IngestResult
 
 
-def add_instrument_dataset(instrument: str, source: str | Path, out: str | Path, *, sample_rate: int = 22050,
-                           segment_seconds: float = 10.0, shard_max_bytes: int | None = None,
+def add_instrument_dataset(instrument: str, source: str | Path, out: str | Path, *, sample_rate: int | None = None,
+                           segment_seconds: float | None = None, shard_max_bytes: int | None = None,
                            split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
-                           progress: bool = True) -> tuple[dict[str, Any], Path]:
-    """Ingest SOURCE into `out` (shards + manifest.json), then its statistics; (manifest, stats path)."""
-    from audiostyle.datasets.ingest import DEFAULT_SHARD_MAX_BYTES, add_instrument
-    from audiostyle.stats.normalization_stats import compute_default_stats
+                           progress: bool = True, replace: bool = False) -> tuple[IngestResult, Path]:
+    """`data add`: append SOURCE's new recordings to the instrument in `out` (or, `replace`, start it
+    over), then bring its statistics up to date; (what the ingest did, stats path).
 
-    manifest = add_instrument(instrument, source, out, sample_rate=sample_rate, segment_seconds=segment_seconds,
-                              shard_max_bytes=shard_max_bytes or DEFAULT_SHARD_MAX_BYTES,
-                              split_fractions=split_fractions, seed=seed, progress=progress)
-    return manifest, compute_default_stats(out, sample_rate=sample_rate, progress=progress)
+    The folder's lock is held across both steps, so a second `data add` cannot slip its manifest in
+    between the shards and the statistics that summarise them.
+    """
+    from audiostyle.datasets.ingest import DEFAULT_SHARD_MAX_BYTES, ingest_recordings
+    from audiostyle.datasets.manifest import MANIFEST_NAME
+    from audiostyle.stats.normalization_stats import current_stats, update_default_stats
+
+    out = Path(out)
+    with folder_lock(out, purpose=f"audiostyle data add {instrument} {source}"):
+        before = out / MANIFEST_NAME
+        previous = sha256_file(before) if before.is_file() and not replace else None
+        result = ingest_recordings(instrument, source, out, sample_rate=sample_rate, segment_seconds=segment_seconds,
+                                   shard_max_bytes=shard_max_bytes or DEFAULT_SHARD_MAX_BYTES,
+                                   split_fractions=split_fractions, seed=seed, progress=progress, append=not replace)
+        rate = int(result.manifest["sample_rate"])
+        stats = current_stats(out)  # a no-op add, or a re-run after statistics were already written
+        if stats is None:
+            train = set(result.manifest["splits"].get("train", {}).get("shards", []))
+            stats = update_default_stats(out, sample_rate=rate, previous_manifest_sha256=previous,
+                                         new_train_shards=[s for s in result.new_shards if s in train],
+                                         progress=progress)
+    return result, stats
 
 
 def prepare_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano", "violin"), *,

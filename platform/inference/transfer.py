@@ -6,6 +6,9 @@ one, so where neighbouring chunks agree the seam is invisible, and where they di
 from one to the other smoothly instead of jumping. Files are read with soundfile (wav, flac, ogg, mp3),
 mixed to mono, resampled to the model rate, checked (unreadable, empty, silent -> DataError naming the
 file) before anything is written, and each output is written under a temporary name then renamed.
+Outputs never collide: a file found in an input folder keeps its path relative to that folder, and two
+inputs that would still write one output (song.wav and song.flac, or two folders holding the same
+names) stop the run before anything is written, as does an output folder that cannot be written.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import torch
 
 from audiostyle.datasets import audio_io
 from audiostyle.platform.core.atomic_files import atomic_write
-from audiostyle.platform.core.errors import DataError, did_you_mean
+from audiostyle.platform.core.errors import ConfigError, DataError, did_you_mean
+from audiostyle.platform.core.output_paths import check_output_folder, make_output_folder
 
 if TYPE_CHECKING:
     from audiostyle.components.timbre_transfer import TimbreTransferModel
@@ -33,6 +37,7 @@ LoadedBundle = tuple["TimbreTransferModel", "ExperimentConfig", dict[str, Any]] 
 AUDIO_EXTENSIONS = audio_io.AUDIO_EXTENSIONS  # wav, flac, ogg, mp3 and the other formats libsndfile reads
 SILENCE_PEAK = 1e-4  # -80 dBFS: below this a file holds no notes to transfer
 DEFAULT_OVERLAP_SECONDS = 0.5  # several STFT frames of crossfade; long enough to hide chunk-edge artefacts
+MIN_CHUNK_SECONDS = 0.25  # a few dozen frames: shorter chunks are mostly crossfade and decoder warm-up
 
 
 def hann_fades(overlap: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,33 +104,56 @@ def to_rate_float32(audio: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
     return np.asarray(audio_io.resample(np.asarray(audio, dtype=np.float32), sr, sample_rate), dtype=np.float32)
 
 
-def find_audio_files(inputs: Iterable[str | Path]) -> list[Path]:
-    """Expand files and folders (recursively) into audio files, in a stable order."""
-    files: list[Path] = []
+def plan_outputs(inputs: Iterable[str | Path], out_dir: str | Path, to: str, suffix: str = ".wav"
+                 ) -> list[tuple[Path, Path]]:
+    """(input file, output path) for each audio file the inputs name, in a stable order.
+
+    A file given directly is written as OUT/<stem>.<to><suffix>; a file found in a folder (searched
+    recursively) keeps its path relative to that folder. A file named twice is transferred once. DataError,
+    before anything is written, when two inputs would write one output or an output would overwrite an input.
+    """
+    out_dir = Path(out_dir)
+    pairs: list[tuple[Path, Path]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
             if not found:
                 raise DataError(f"{p}: the folder holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
-            files.extend(found)
+            pairs += [(f, out_dir / f.relative_to(p).parent / f"{f.stem}.{to}{suffix}") for f in found]
         elif p.is_file():
-            files.append(p)
+            pairs.append((p, out_dir / f"{p.stem}.{to}{suffix}"))
         else:
             raise DataError(f"{p}: no such file or folder")
-    return files
+    unique: dict[Path, tuple[Path, Path]] = {}
+    for src, dest in pairs:
+        unique.setdefault(src.resolve(), (src, dest))
+    by_output: dict[Path, list[Path]] = {}
+    for src, dest in unique.values():
+        by_output.setdefault(dest.resolve(), []).append(src)
+    for dest, sources in by_output.items():
+        if len(sources) > 1:
+            raise DataError(f"{' and '.join(map(str, sources))} would both be written to {dest}; nothing was written. "
+                            "Transfer them in separate runs with different -o folders, or give their common folder "
+                            "so each output keeps its path relative to it")
+        if dest in unique:
+            raise DataError(f"the output of {sources[0]} would overwrite the input {dest}; choose another -o folder")
+    return list(unique.values())
 
 
 def write_audio_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
     """Write 16-bit WAV/FLAC (by suffix) under a temporary name in the same folder, then rename."""
     import soundfile as sf
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_output_folder(path.parent, option="-o/--out")
     peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
     if peak > 0.999:  # a decoder can overshoot; scale rather than clip, which would add distortion
         audio = audio * (0.99 / peak)
     fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
-    return atomic_write(path, lambda tmp: sf.write(tmp, audio, sample_rate, subtype="PCM_16", format=fmt))
+    try:
+        return atomic_write(path, lambda tmp: sf.write(tmp, audio, sample_rate, subtype="PCM_16", format=fmt))
+    except (OSError, sf.LibsndfileError) as exc:  # a full disk, a folder made read-only mid-run
+        raise DataError(f"{path}: cannot be written ({exc}); free space or choose another -o folder") from None
 
 
 class Transferer:
@@ -143,10 +171,18 @@ class Transferer:
         self.model.to(self.device).eval()
         self.sample_rate = int(self.cfg.data.sample_rate)
         self.instruments = list(self.cfg.instrument_names)
-        chunk_seconds = chunk_seconds or float(self.cfg.data.segment_seconds)
-        overlap_seconds = DEFAULT_OVERLAP_SECONDS if overlap_seconds is None else overlap_seconds
+        if chunk_seconds is not None and not (math.isfinite(chunk_seconds) and chunk_seconds >= MIN_CHUNK_SECONDS):
+            raise ConfigError(f"must be at least {MIN_CHUNK_SECONDS:g} seconds, got {chunk_seconds:g}",
+                              path="--chunk-seconds", hint="leave it out to use the training segment length")
+        chunk_seconds = float(self.cfg.data.segment_seconds) if chunk_seconds is None else chunk_seconds
+        if overlap_seconds is not None and not (math.isfinite(overlap_seconds)
+                                                and 0 <= overlap_seconds <= chunk_seconds / 2):
+            raise ConfigError(f"must be within [0, {chunk_seconds / 2:g}] seconds (at most half the "
+                              f"{chunk_seconds:g} s chunk), got {overlap_seconds:g}", path="--overlap-seconds")
         self.chunk = int(round(chunk_seconds * self.sample_rate))
-        self.overlap = min(int(round(overlap_seconds * self.sample_rate)), self.chunk // 2)
+        # the default crossfade shrinks to half a chunk shorter than 1 s; an explicit one was checked above
+        overlap = DEFAULT_OVERLAP_SECONDS if overlap_seconds is None else overlap_seconds
+        self.overlap = min(int(round(overlap * self.sample_rate)), self.chunk // 2)
         self.use_cache = use_cache
         self.batch_size = batch_size
 
@@ -201,10 +237,6 @@ class Transferer:
                            progress=progress)
 
 
-def output_path(src: Path, out_dir: Path, to: str, suffix: str = ".wav") -> Path:
-    return out_dir / f"{src.stem}.{to}{suffix}"
-
-
 def transfer_files(bundle_or_model: str | Path | Transferer, inputs: Sequence[str | Path], target_instrument: str,
                    *, out_dir: str | Path, reference: str | Path | None = None, device: str = "cpu",
                    chunk_seconds: float | None = None, overlap_seconds: float | None = None,
@@ -212,31 +244,32 @@ def transfer_files(bundle_or_model: str | Path | Transferer, inputs: Sequence[st
                    ) -> list[Path]:
     """Transfer every input file (or folder of them) to `target_instrument`; returns the written paths.
 
-    Everything is checked first (instrument, every file readable and non-silent, the reference), so a bad
-    input stops the run before any output exists. Prints each file's real-time factor through `log`.
+    Everything is checked first (output folder, instrument, output names, every file readable and
+    non-silent, the reference), so a bad input stops the run before any output exists. Prints each file's
+    real-time factor through `log`.
     """
     log = log or (lambda s: print(s, file=sys.stderr))
+    out_dir = check_output_folder(out_dir, option="-o/--out")  # before the model is even loaded
     tr = bundle_or_model if isinstance(bundle_or_model, Transferer) else Transferer(
         bundle_or_model, device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds, use_cache=use_cache)
     tr.check_instrument(target_instrument)
-    files = find_audio_files(inputs)
-    for f in files:  # decode cost is small next to the model; failing before writing anything matters more
+    plan = plan_outputs(inputs, out_dir, target_instrument, f".{out_format}")
+    for f, _ in plan:  # decode cost is small next to the model; failing before writing anything matters more
         read_input_clip(f, tr.sample_rate)
     style = None if reference is None else tr.style_for(reference=reference)
-    out_dir = Path(out_dir)
     written, total_audio, total_time = [], 0.0, 0.0
-    for f in files:
+    for f, dest in plan:
         audio = read_input_clip(f, tr.sample_rate)
         t0 = time.perf_counter()
         y = tr.transfer_array(audio, tr.sample_rate, to=target_instrument, style=style, progress=True)
         elapsed = time.perf_counter() - t0
-        dest = write_audio_atomic(output_path(f, out_dir, target_instrument, f".{out_format}"), y, tr.sample_rate)
+        dest = write_audio_atomic(dest, y, tr.sample_rate)
         seconds = len(audio) / tr.sample_rate
         total_audio, total_time = total_audio + seconds, total_time + elapsed
         log(f"{f} ({seconds:.1f} s) -> {dest}  [{elapsed:.1f} s, real-time factor {elapsed / seconds:.3f}]")
         written.append(dest)
-    if len(files) > 1:
-        log(f"{len(files)} files, {total_audio:.1f} s of audio in {total_time:.1f} s: "
+    if len(plan) > 1:
+        log(f"{len(plan)} files, {total_audio:.1f} s of audio in {total_time:.1f} s: "
             f"real-time factor {total_time / max(total_audio, 1e-9):.3f} on {tr.device} (<1 is faster than real time)")
     return written
 

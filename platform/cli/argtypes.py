@@ -1,0 +1,37 @@
+"""argparse value types for numeric options, with their domains, so `--chunk-seconds 0` or
+`--overlap-seconds -1` stops at parse time with a one-line message instead of being ignored or
+failing later with a traceback.
+
+Only argparse is imported here (the CLI's help must stay instant; tests/test_layout.py checks it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def _number(kind: type, low: float, low_open: bool, unit: str) -> Callable[[str], float]:
+    bound = f"{'>' if low_open else '>='} {low:g}"
+    noun = "a whole number" if kind is int else "a number"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun} {bound}{unit}, got {text!r}") from None
+        if (isinstance(value, float) and not math.isfinite(value)) or (value <= low if low_open else value < low):
+            raise argparse.ArgumentTypeError(f"must be {bound}{unit}, got {text}")
+        return value
+
+    parse.__name__ = f"{kind.__name__} {bound}"  # what argparse names in its own messages
+    return parse
+
+
+positive_seconds = _number(float, 0, True, " seconds")
+non_negative_seconds = _number(float, 0, False, " seconds")
+positive_minutes = _number(float, 0, True, " minutes")
+positive_number = _number(float, 0, True, "")
+positive_int = _number(int, 1, False, "")
+non_negative_int = _number(int, 0, False, "")
