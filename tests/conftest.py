@@ -59,3 +59,48 @@ def tiny_config(demo_root, tmp_path) -> Callable[..., object]:
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_export(demo_root, tmp_path_factory) -> dict[str, Path]:
+    """{"storage", "checkpoint", "bundle"}: a random-weight tiny model on the demo instruments, saved as a
+    training checkpoint by the training code's own writer and exported as a bundle (prototypes from the
+    demo training split). Tests that damage them work on copies."""
+    import torch
+
+    from audiostyle.components.timbre_transfer import build_timbre_model
+    from audiostyle.platform.bundles.export import export_bundle
+    from audiostyle.platform.checkpoints.format import TrainingCheckpoint, save_checkpoint
+    from audiostyle.platform.config.loader import load_experiment
+    from audiostyle.platform.config.schema import to_dict
+    from audiostyle.stats.normalization_stats import load_stats
+
+    root = tmp_path_factory.mktemp("tiny_export")
+    cfg = load_experiment(EXPERIMENTS / "quickstart.yaml", [f"data.root={demo_root}", "data.segment_seconds=1.0",
+                                                           *(o for o in TINY if o.startswith("model."))])
+    torch.manual_seed(0)
+    mean, std = load_stats(cfg)
+    model = build_timbre_model(cfg, stats=(mean, std))
+    state = {"step": 6, "phase": "adversarial", "metrics": {"val/recon": 1.5}, "instruments": cfg.instrument_names,
+             "run_name": "tiny", "seed": 0}
+    checkpoint = save_checkpoint(root / "runs" / "tiny" / "checkpoint_000000", TrainingCheckpoint(
+        model.state_dict(), {}, state, to_dict(cfg), (mean.numpy(), std.numpy())))
+    bundle = export_bundle(checkpoint, root / "bundle", data_root=demo_root, prototype_seconds=20)
+    return {"storage": root / "runs", "checkpoint": checkpoint, "bundle": bundle}
+
+
+@pytest.fixture(scope="session")
+def recordings(demo_root, tmp_path_factory) -> dict[str, Path]:
+    """Folders of real SoundFont recordings to ingest: first/ (4 cello files), second/ (3 other cello
+    files) and violin/ (3 files), the demo dataset's segments written out as FLAC files."""
+    from audiostyle.datasets.manifest import iter_segments
+
+    root = tmp_path_factory.mktemp("recordings")
+    cello = [s.flac for split in ("train", "val", "test") for s in iter_segments(demo_root / "cello", split)]
+    violin = [s.flac for s in iter_segments(demo_root / "violin", "train")]
+    assert len(cello) >= 7 and len(violin) >= 3
+    for folder, clips in (("first", cello[:4]), ("second", cello[4:7]), ("violin", violin[:3])):
+        (root / folder).mkdir()
+        for i, flac in enumerate(clips):
+            (root / folder / f"take{i}.flac").write_bytes(flac)
+    return {name: root / name for name in ("first", "second", "violin")}
