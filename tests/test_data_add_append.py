@@ -20,10 +20,10 @@ import pytest
 from audiostyle.datasets.manifest import iter_segments, read_manifest
 from audiostyle.platform.cli.main import main
 from audiostyle.platform.core.atomic_files import sha256_file
-from audiostyle.platform.core.folder_lock import LOCK_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 ADD = ["--segment-seconds", "2", "--no-progress"]
+LOCK_NAME = ".audiostyle-lock"  # platform/core/folder_lock.py
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, str]]:

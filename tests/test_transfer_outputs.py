@@ -11,7 +11,6 @@ import soundfile as sf
 
 from audiostyle.platform.cli.main import main
 from audiostyle.platform.core.errors import DataError
-from audiostyle.platform.inference.transfer import plan_outputs
 
 SR = 22050
 
@@ -47,6 +46,8 @@ def test_colliding_outputs_are_refused_before_anything_is_written(layout, tiny_e
 
 
 def test_plan_keeps_subfolders_dedupes_and_protects_inputs(tmp_path):
+    from audiostyle.platform.inference.transfer import plan_outputs
+
     song = clip(tmp_path / "in" / "sub" / "song.wav", 330)
     plan = plan_outputs([tmp_path / "in", song], tmp_path / "out", "violin")
     assert plan == [(song, tmp_path / "out" / "sub" / "song.violin.wav")]  # named twice, transferred once

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from audiostyle.platform.config.loader import load_experiment, parse_override
-from audiostyle.platform.config.safe_yaml import load_yaml_text
+from audiostyle.platform.config.loader import load_experiment, parse_override, read_yaml
 from audiostyle.platform.core.errors import ConfigError
 
 BASE = Path(__file__).resolve().parents[1] / "experiments" / "piano_violin.yaml"
@@ -52,19 +51,22 @@ def test_alias_bomb_is_refused_at_once(tmp_path):
 
 @pytest.mark.parametrize("text", ["a: " + "[" * 3000 + "]" * 3000 + "\n",
                                   "".join("  " * i + f"k{i}:\n" for i in range(200)) + "  " * 200 + "x: 1\n"])
-def test_deep_nesting_is_a_message_not_a_recursion_error(text):
+def test_deep_nesting_is_a_message_not_a_recursion_error(text, tmp_path):
+    (tmp_path / "deep.yaml").write_text(text)
     with pytest.raises(ConfigError, match="nested more than 40 levels deep") as info:
-        load_yaml_text(text, source="deep.yaml")  # was: RecursionError traceback
+        read_yaml(tmp_path / "deep.yaml")  # was: RecursionError traceback
     assert "deep.yaml" in str(info.value) and "line " in str(info.value)
 
 
-def test_recursive_alias_is_refused():
+def test_recursive_alias_is_refused(tmp_path):
+    (tmp_path / "r.yaml").write_text("a: &loop [1, *loop]\n")
     with pytest.raises(ConfigError, match=r"alias \*loop refers to a node that contains it"):
-        load_yaml_text("a: &loop [1, *loop]\n", source="r.yaml")
+        read_yaml(tmp_path / "r.yaml")
 
 
-def test_merge_keys_and_a_few_aliases_still_work():
-    data = load_yaml_text("base: &b {dim: 64, heads: 2}\nuse:\n  <<: *b\n  dim: 32\nagain: *b\n")
+def test_merge_keys_and_a_few_aliases_still_work(tmp_path):
+    (tmp_path / "m.yaml").write_text("base: &b {dim: 64, heads: 2}\nuse:\n  <<: *b\n  dim: 32\nagain: *b\n")
+    data = read_yaml(tmp_path / "m.yaml")
     assert data["use"] == {"dim": 32, "heads": 2} and data["again"] == {"dim": 64, "heads": 2}
 
 
