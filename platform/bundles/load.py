@@ -16,8 +16,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from audiostyle.platform.core.artifact_files import (
     BUNDLE_META_FILE,
     CONFIG_FILE,
@@ -26,7 +24,7 @@ from audiostyle.platform.core.artifact_files import (
     read_mean_std,
     verify_files,
 )
-from audiostyle.platform.core.errors import CheckpointError
+from audiostyle.platform.core.errors import AudiostyleError, CheckpointError
 
 if TYPE_CHECKING:
     from audiostyle.components.timbre_transfer import TimbreTransferModel
@@ -71,16 +69,17 @@ def load_bundle(path: str | Path, *, map_location: str = "cpu") -> tuple[TimbreT
     from safetensors.torch import load
 
     from audiostyle.platform.config.loader import config_from_dict
+    from audiostyle.platform.config.safe_yaml import load_yaml_text
 
     root = Path(path)
     meta = read_bundle_meta(root)
     config_path = root / CONFIG_FILE
     try:
-        raw = yaml.safe_load(config_path.read_text())
+        raw = load_yaml_text(config_path.read_text(), source=str(config_path))  # ConfigError names file and line
         weights = load((root / MODEL_FILE).read_bytes())
         read_mean_std(root / STATS_FILE)  # reading both arrays catches a damaged or incomplete npz
-    except yaml.YAMLError as exc:
-        raise CheckpointError(f"{config_path}: not valid YAML ({exc})") from None
+    except AudiostyleError:
+        raise
     except Exception as exc:  # safetensors / numpy raise their own types on damaged files
         raise CheckpointError(f"{root}: cannot read the bundle's weights or statistics ({exc})") from None
     cfg = config_from_dict(raw, file=str(config_path))

@@ -1,6 +1,8 @@
 """`audiostyle validate`, `audiostyle config show` and `audiostyle components`: config tools.
 
-None of these builds a model or starts Ray: validation checks names and arguments against signatures.
+None of these reads data or starts Ray: validation checks every field against the schema, names and
+arguments against the component signatures, builds the model on PyTorch's meta device (no memory for
+weights) to catch arguments that do not fit together, and checks the `sweep:` block against the experiment.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check experiment YAMLs without building anything",
                        description="Check every field, component name and argument of each experiment YAML "
-                                   "against the typed config and the component signatures. Builds nothing "
-                                   "and starts no Ray. Exit code 2 if any file is invalid.")
+                                   "against the typed config and the component signatures, build the model on "
+                                   "PyTorch's meta device (no memory, no data) and check the sweep block. Reads "
+                                   "no data and starts no Ray. Exit code 2 if any file is invalid.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="YAML files or folders (searched recursively)")
     p.add_argument("--override", "-o", action="append", default=[], metavar="a.b=c",
                    help="apply an override to every file before validating (repeatable)")

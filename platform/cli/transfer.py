@@ -19,7 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Re-play audio files (wav, flac, ogg, mp3; files or folders; any length) on another "
                     "instrument of the bundle. Audio is mixed to mono, resampled to the model rate and "
                     "processed in overlapping chunks joined by a crossfade. Outputs are written as "
-                    "<name>.<instrument>.wav in OUT. Prints the real-time factor (processing time / audio "
+                    "<name>.<instrument>.wav in OUT (files found in an input folder keep their path inside it; "
+                    "inputs that would still share an output name are refused before anything is written). Prints the real-time factor (processing time / audio "
                     "duration; below 1 is faster than real time).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundle", metavar="BUNDLE", help="bundle folder from `audiostyle checkpoints export`")
