@@ -124,7 +124,7 @@ def test_two_copies_of_one_recording_are_one_recording(recordings, tmp_path):
     assert {s for s in manifest["recordings"].values()} == {"train", "val", "test"}  # 4 recordings: one each
 
 
-def test_a_second_writer_is_told_who_holds_the_folder_and_a_dead_holder_frees_it(cello, recordings, capsys):
+def test_a_second_writer_is_told_who_holds_the_folder_and_a_dead_holder_frees_it(cello, recordings, capsys, caplog):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom audiostyle.platform.core.folder_lock import folder_lock\n"
                                f"with folder_lock({str(cello)!r}, purpose='data add (test holder)'):\n"
@@ -143,6 +143,7 @@ def test_a_second_writer_is_told_who_holds_the_folder_and_a_dead_holder_frees_it
         holder.wait()
     assert json.loads((cello / LOCK_NAME).read_text())["pid"] == holder.pid  # what a pid file would trust
     assert add("cello", recordings["second"], "--out", cello) == 0  # the kernel dropped the dead holder's lock
+    assert f"the previous writer (pid {holder.pid}" in caplog.text and "stopped before finishing" in caplog.text
     assert len(read_manifest(cello)["recordings"]) == 7
 
 

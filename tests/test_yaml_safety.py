@@ -14,26 +14,23 @@ from audiostyle.platform.core.errors import ConfigError
 BASE = Path(__file__).resolve().parents[1] / "experiments" / "piano_violin.yaml"
 
 
-def experiment(tmp_path: Path, body: str) -> Path:
+def error_of(tmp_path: Path, body: str) -> ConfigError:
+    """The error of loading an experiment whose YAML text is the base experiment plus `body`."""
     path = tmp_path / "exp.yaml"
     path.write_text(f"defaults: [{BASE}]\n{body}")
-    return path
-
-
-def error_of(path: Path, overrides=()) -> ConfigError:
     with pytest.raises(ConfigError) as info:
-        load_experiment(path, overrides)
+        load_experiment(path)
     return info.value
 
 
 def test_duplicate_scalar_key_names_the_line_and_key(tmp_path):
-    err = error_of(experiment(tmp_path, "optim:\n  lr: 1.0e-3\n  weight_decay: 0.0\n  lr: 5.0e-4\n"))
+    err = error_of(tmp_path, "optim:\n  lr: 1.0e-3\n  weight_decay: 0.0\n  lr: 5.0e-4\n")
     assert err.field_path == "optim.lr" and "exp.yaml" in str(err)
     assert "line 5" in str(err) and "duplicate key 'lr' (first at line 3)" in str(err)
 
 
 def test_duplicate_section_is_refused_not_merged(tmp_path):
-    err = error_of(experiment(tmp_path, "train: {max_steps: 10}\nseed: 1\ntrain: {val_every: 5}\n"))
+    err = error_of(tmp_path, "train: {max_steps: 10}\nseed: 1\ntrain: {val_every: 5}\n")
     assert err.field_path == "train" and "line 4" in str(err) and "first at line 2" in str(err)
 
 
@@ -42,9 +39,8 @@ def test_alias_bomb_is_refused_at_once(tmp_path):
     for i, name in enumerate("bcdefghi"):
         prev = "abcdefghi"[i]
         levels.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")  # 9**9 = 387 million leaves
-    path = experiment(tmp_path, "\n".join(levels) + "\n")
     start = time.perf_counter()
-    err = error_of(path)
+    err = error_of(tmp_path, "\n".join(levels) + "\n")
     assert time.perf_counter() - start < 5.0  # was: unbounded time and memory
     assert "expands to more than 100000 values" in str(err) and "line " in str(err)
 
@@ -71,7 +67,8 @@ def test_merge_keys_and_a_few_aliases_still_work(tmp_path):
 
 
 def test_scientific_notation_in_files_and_overrides(tmp_path):
-    cfg = load_experiment(experiment(tmp_path, "optim: {lr: 1e-3, disc_lr: 5E-5}\n"))
+    (tmp_path / "sci.yaml").write_text(f"defaults: [{BASE}]\noptim: {{lr: 1e-3, disc_lr: 5E-5}}\n")
+    cfg = load_experiment(tmp_path / "sci.yaml")
     assert cfg.optim.lr == pytest.approx(1e-3) and cfg.optim.disc_lr == pytest.approx(5e-5)
     # the example `audiostyle train --help` prints
     assert load_experiment(BASE, ["optim.lr=1e-4"]).optim.lr == pytest.approx(1e-4)
