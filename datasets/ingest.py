@@ -32,7 +32,7 @@ from tqdm import tqdm
 from audiostyle.datasets import audio_io
 from audiostyle.datasets.dataset_state import Existing, merged_manifest, remove_unlisted_shards
 from audiostyle.datasets.manifest import SPLITS, write_manifest
-from audiostyle.datasets.shard_writer import ShardSequenceWriter, remove_stale_temps
+from audiostyle.datasets.shard_writer import ShardSequenceWriter, record_split, remove_stale_temps
 from audiostyle.platform.core.atomic_files import sha256_file
 from audiostyle.platform.core.errors import ConfigError, DataError
 from audiostyle.platform.core.folder_lock import folder_lock
@@ -393,10 +393,6 @@ def _write_shards(instrument: str, recordings: list[Recording], staging: Path, o
         except BaseException:
             writer.abort()
             raise
-        manifest["splits"][split] = {"shards": [s.name for s in shards],
-                                     "segments": sum(s.segments for s in shards),
-                                     "seconds": round(sum(s.seconds for s in shards), 3)}
-        for s in shards:
-            manifest["shards"][s.name] = {"sha256": s.sha256, "segments": s.segments, "bytes": s.bytes}
+        record_split(manifest, split, shards)
     bar.close()
     return manifest

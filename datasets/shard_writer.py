@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -81,14 +81,17 @@ class ShardSequenceWriter:
 
     listed: {shard name: sha256} of the shards the current manifest lists. Their names are skipped
     (numbering starts at `first_index`), except that a shard identical to a listed one of the same
-    name is kept as it is: re-ingesting the same input rewrites nothing.
+    name is kept as it is: re-ingesting the same input rewrites nothing. Without `listed`,
+    `before_replace(path)` is called just before an existing shard is replaced by different bytes (the
+    pair dataset uses it to withdraw the manifest that vouched for the old shard).
     """
 
     def __init__(self, folder: str | Path, split: str, max_bytes: int, *, listed: Mapping[str, str] | None = None,
-                 first_index: int = 0):
+                 first_index: int = 0, before_replace: Callable[[Path], None] | None = None):
         self.folder = Path(folder)
         self.split = split
         self.max_bytes = int(max_bytes)
+        self.before_replace = before_replace
         self.listed = dict(listed or {})
         self.index = first_index
         self.shards: list[ShardInfo] = []
@@ -164,6 +167,8 @@ class ShardSequenceWriter:
         if dest.exists() and sha256_file(dest) == digest:
             self._temp.unlink()  # identical shard already in place: leave it untouched
         else:  # a free name, a leftover no manifest lists, or the very bytes the manifest vouches for
+            if dest.exists() and self.before_replace is not None:
+                self.before_replace(dest)
             os.replace(self._temp, dest)
         self.shards.append(ShardInfo(name, digest, self._count, self._hash.bytes, round(self._seconds, 3)))
         self.index += 1
