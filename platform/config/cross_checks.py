@@ -1,4 +1,5 @@
-"""Rules that relate fields of different sections of the typed experiment config.
+"""Rules that relate fields of different sections of the typed experiment config (and the sweep's
+objectives, which the sweep driver reads through `sweep_objectives`).
 
 Each section's own rules (domains, `check` methods) live beside its fields in config/schema.py; the
 rules here need two sections at once: a batch must hold every instrument, two instruments must not
@@ -15,9 +16,10 @@ from typing import TYPE_CHECKING
 
 from audiostyle.platform.core.errors import ConfigError
 from audiostyle.platform.core.locations import is_url
+from audiostyle.platform.core.modes import check_mode
 
 if TYPE_CHECKING:
-    from audiostyle.platform.config.schema import ExperimentConfig, PhaseConfig
+    from audiostyle.platform.config.schema import ExperimentConfig, PhaseConfig, SweepConfig
 
 
 def boundary_step(until: float, max_steps: int) -> int:
@@ -37,6 +39,28 @@ def check_phase_steps(phases: Sequence[PhaseConfig], max_steps: int, path: str =
                 f"phase {phases[i].name!r} would never run: it {why}", path=f"{path}.phases.{i}.until",
                 hint="boundaries <= 1 are fractions of train.max_steps, larger ones are step counts; make "
                      "them increase and leave each phase at least one step before max_steps")
+
+
+def sweep_objectives(sweep: SweepConfig) -> tuple[list[str], list[str]]:
+    """The sweep's metrics and modes as lists (one mode written for several metrics applies to each)."""
+    metrics = sweep.metric if isinstance(sweep.metric, list) else [sweep.metric]
+    modes = sweep.mode if isinstance(sweep.mode, list) else [sweep.mode] * len(metrics)
+    return metrics, modes
+
+
+def check_objectives(sweep: SweepConfig, path: str = "sweep") -> None:
+    """At least one metric, one mode ('min' or 'max') per metric, and only metrics training reports."""
+    metrics, modes = sweep_objectives(sweep)
+    if not metrics:
+        raise ConfigError("name at least one metric to optimize, e.g. val/recon", path=f"{path}.metric")
+    if len(modes) != len(metrics):
+        raise ConfigError(f"{len(metrics)} metrics but {len(modes)} modes: give one mode per metric",
+                          path=f"{path}.mode")
+    for i, (metric, mode) in enumerate(zip(metrics, modes)):
+        check_mode(mode, path=f"{path}.mode" + (f".{i}" if isinstance(sweep.mode, list) else ""))
+        if not metric.startswith(("val/", "train/")):
+            raise ConfigError(f"metric {metric!r} is not reported by training: use a validation metric such as "
+                              "val/recon, val/style_acc or val/content_leak", path=f"{path}.metric")
 
 
 def _folder_key(location: str) -> str:

@@ -62,11 +62,11 @@ def check_sweep(cfg: ExperimentConfig, raw: dict[str, Any]) -> None:
     curriculum valid, fits ASHA's first rung, and every model value it can draw builds."""
     if cfg.sweep is None:
         return
+    from audiostyle.platform.config.cross_checks import sweep_objectives
     from audiostyle.platform.sweeps.space import SearchSpace, asha_grace_period
 
     space = SearchSpace.from_config(raw)
-    metrics = cfg.sweep.metric if isinstance(cfg.sweep.metric, list) else [cfg.sweep.metric]
-    if len(metrics) == 1:  # several objectives run without ASHA
+    if len(sweep_objectives(cfg.sweep)[0]) == 1:  # several objectives run without ASHA
         asha_grace_period(cfg, space)
     for dom in space.domains:
         if not dom.path.startswith(MODEL_PATHS):

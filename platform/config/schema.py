@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from audiostyle.platform.config.cross_checks import check_across_sections
+from audiostyle.platform.config.cross_checks import check_across_sections, check_objectives
 from audiostyle.platform.config.field_domains import (
     AT_LEAST_ONE,
     NON_NEGATIVE,
@@ -30,7 +30,7 @@ from audiostyle.platform.config.field_domains import (
     check_domains,
 )
 from audiostyle.platform.core.errors import ConfigError, did_you_mean
-from audiostyle.platform.core.modes import Mode, check_mode
+from audiostyle.platform.core.modes import Mode
 
 ComponentSpec = dict[str, Any]  # {component: name, **kwargs}; checked against the registry, not here
 
@@ -215,18 +215,7 @@ class SweepConfig:
     }
 
     def check(self, path: str) -> None:
-        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-        modes = self.mode if isinstance(self.mode, list) else [self.mode] * len(metrics)
-        if not metrics:
-            raise ConfigError("name at least one metric to optimize, e.g. val/recon", path=f"{path}.metric")
-        if len(modes) != len(metrics):
-            raise ConfigError(f"{len(metrics)} metrics but {len(modes)} modes: give one mode per metric",
-                              path=f"{path}.mode")
-        for i, (metric, mode) in enumerate(zip(metrics, modes)):
-            check_mode(mode, path=f"{path}.mode" + (f".{i}" if isinstance(self.mode, list) else ""))
-            if not metric.startswith(("val/", "train/")):
-                raise ConfigError(f"metric {metric!r} is not reported by training: use a validation metric "
-                                  "such as val/recon, val/style_acc or val/content_leak", path=f"{path}.metric")
+        check_objectives(self, path)
 
 
 @dataclass

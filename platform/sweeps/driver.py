@@ -32,6 +32,7 @@ from typing import Any
 
 from ray import tune
 
+from audiostyle.platform.config.cross_checks import sweep_objectives
 from audiostyle.platform.config.schema import ExperimentConfig
 from audiostyle.platform.core.errors import ConfigError
 from audiostyle.platform.core.locations import absolute_location, is_url
@@ -98,9 +99,7 @@ def objectives(cfg: ExperimentConfig) -> tuple[list[str], list[str]]:
     """The sweep's metrics and modes as equal-length lists, checked."""
     sweep = cfg.sweep
     assert sweep is not None
-    metrics = sweep.metric if isinstance(sweep.metric, list) else [sweep.metric]
-    modes = sweep.mode if isinstance(sweep.mode, list) else [sweep.mode] * len(metrics)
-    return metrics, modes  # lengths, modes and metric names were checked with the config (SweepConfig.check)
+    return sweep_objectives(sweep)  # lengths, modes and metric names were checked with the config
 
 
 class TrialLedger(tune.Callback):
