@@ -145,7 +145,7 @@ def test_validate_catches_a_shape_error_without_ray_or_memory(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"defaults: [{BASE}]\nmodel:\n  decoder: {{dim: 96, num_heads: 5}}\n")
     huge = tmp_path / "huge.yaml"
-    huge.write_text(f"defaults: [{BASE}]\nmodel:\n  decoder: {{dim: 16384, num_layers: 48}}\n")  # ~100 GB of weights
+    huge.write_text(f"defaults: [{BASE}]\nmodel:\n  decoder: {{dim: 16384, num_layers: 48}}\n")  # hundreds of GB of weights
     code = ("import sys, resource; from audiostyle.platform.cli.main import main; "
             f"rc = main(['validate', {str(huge)!r}, {str(bad)!r}]); "
             "print('ray imported' if 'ray' in sys.modules else 'no ray', rc, "
