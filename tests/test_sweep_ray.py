@@ -26,12 +26,11 @@ GOOD_LR, BAD_LR = 3.0e-3, 1.0e-9  # a learning rate that learns in 2 steps, and 
 def ray_local():
     import ray
 
-    from audiostyle.platform.training.ray_runtime import worker_env_vars
+    from audiostyle.platform.training.ray_runtime import start_local_ray, worker_env_vars
 
     # 4 logical CPUs on 2 cores: 2 trials' Train workers plus start-up headroom. Worker start-up gets
     # longer than Ray's 60 s default when the machine is busy (several Ray processes start per trial).
-    ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1",
-             runtime_env={"env_vars": {**worker_env_vars(1), "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}})
+    start_local_ray(4, env_vars={**worker_env_vars(1), "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"})
     yield ray
     ray.shutdown()
 

@@ -23,10 +23,9 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 def ray_local():
     import ray
 
-    from audiostyle.platform.training.ray_runtime import worker_env_vars
+    from audiostyle.platform.training.ray_runtime import start_local_ray
 
-    ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1",
-             runtime_env={"env_vars": worker_env_vars(1)})
+    start_local_ray(4)
     yield ray
     ray.shutdown()
 

@@ -7,9 +7,17 @@ import argparse
 DESCRIPTION = """\
 Train an experiment YAML on Ray Train V2 (a TorchTrainer; DDP over gloo on CPU, NCCL on GPU).
 
-By default a local Ray instance starts inside this process and trains on this machine's CPUs.
---address connects to a running cluster instead; the audiostyle package is shipped to its workers
-as a wheel, and --storage must then be shared storage (s3://, gs://, or an NFS mount on every node).
+By default a fresh local Ray instance starts inside this process (never one left running on this
+machine) and trains on this machine's CPUs. --address connects to a running cluster instead; the
+audiostyle package is shipped to its workers as a wheel, and --storage must then be shared storage
+(s3://, gs://, or an NFS mount on every node). An address that does not answer fails within about
+30 s, saying what was tried. --submit runs the same training as a Ray Job instead (see `audiostyle
+submit --help`): it keeps running when this terminal closes.
+
+--workers MIN-MAX (or scaling.num_workers: [MIN, MAX]) makes the run elastic: when a node is lost the
+run continues from its latest checkpoint on the workers that are left (at least MIN), and grows back
+to MAX when nodes return (checked every --resize-every seconds). The global batch stays that of MAX
+workers: fewer workers accumulate more micro-batches per step.
 
 The run is named after the experiment (or --name / run.name) and stored in STORAGE/NAME/:
 checkpoints in checkpoint_*/ folders (the best train.keep_top_k by train.checkpoint_metric plus the
@@ -23,6 +31,8 @@ examples:
   audiostyle train experiments/quickstart.yaml
   audiostyle train experiments/piano_violin.yaml train.max_steps=500 optim.lr=1e-4 --workers 2
   audiostyle train experiments/piano_violin.yaml --address auto --workers 8 --gpu --storage s3://bucket/runs
+  audiostyle train experiments/piano_violin.yaml --address 10.0.0.5:6379 --workers 4-8 --storage s3://bucket/runs
+  audiostyle train experiments/piano_violin.yaml --submit --address http://10.0.0.5:8265 --storage s3://bucket/runs
   tensorboard --logdir runs/piano_violin/tensorboard
 """
 
@@ -34,10 +44,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="a.b=c",
                    help="config overrides as dotted paths, values parsed as YAML (e.g. train.max_steps=500); "
                         "write them before the --options")
-    p.add_argument("--address", metavar="auto|ray://HOST:PORT",
-                   help="Ray cluster to run on: 'auto' (this node is part of a cluster) or a Ray Client "
-                        "address; default: start a local Ray in this process")
-    p.add_argument("--workers", type=int, metavar="N", help="training workers (default: scaling.num_workers)")
+    p.add_argument("--address", metavar="auto|HOST:PORT|ray://HOST:PORT",
+                   help="Ray cluster to run on: 'auto' (this node is part of a cluster), the head's GCS "
+                        "address HOST:6379, or a Ray Client address; with --submit, the dashboard's "
+                        "http://HOST:8265; default: start a fresh local Ray in this process")
+    p.add_argument("--workers", type=worker_count, metavar="N|MIN-MAX",
+                   help="training workers, or an elastic range (default: scaling.num_workers)")
+    p.add_argument("--resize-every", type=float, metavar="SECONDS",
+                   help="elastic runs: how often a healthy group checks whether more workers fit (default 60)")
+    p.add_argument("--submit", action="store_true",
+                   help="submit as a Ray Job to the dashboard at --address instead of training from here")
     p.add_argument("--gpu", action="store_true", default=None, help="one GPU per worker (default: scaling.use_gpu)")
     p.add_argument("--storage", metavar="PATH", help="where runs are stored: a folder or s3://, gs:// URI "
                                                     "(default: run.storage_path)")
@@ -45,7 +61,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def worker_count(text: str) -> int | tuple[int, int]:
+    """`N` or `MIN-MAX` (argparse type of --workers)."""
+    try:
+        if "-" in text:
+            low, high = (int(part) for part in text.split("-", 1))
+            return (low, high) if low != high else low
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN-MAX (e.g. 4 or 2-4), got {text!r}") from None
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.submit:
+        from audiostyle.platform.cli.submit import submit_from_args
+
+        return submit_from_args(args)
     import logging
 
     from audiostyle.platform.config.loader import load_experiment
@@ -56,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("audiostyle").info("training %s (%s)", args.experiment, note or "no overrides")
     try:
         result = run_training(cfg, address=args.address, workers=args.workers, use_gpu=args.gpu,
-                              storage_path=args.storage, name=args.name, overrides_note=note)
+                              storage_path=args.storage, name=args.name, overrides_note=note,
+                              resize_every_s=args.resize_every)
     except TrainingFailed as exc:
         print(f"error: {exc}")
         return 1

@@ -14,6 +14,7 @@ import posixpath
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from audiostyle.platform.config.field_domains import worker_range
 from audiostyle.platform.core.errors import ConfigError
 from audiostyle.platform.core.locations import is_url
 from audiostyle.platform.core.modes import check_mode
@@ -84,6 +85,7 @@ def check_across_sections(cfg: ExperimentConfig) -> None:
                               "--out DIR`)", path=f"instruments.{i}.data")
         folders[key] = i
     check_phase_steps(cfg.curriculum.phases, cfg.train.max_steps)
+    worker_range(cfg.scaling.num_workers, "scaling.num_workers")
     grace = cfg.sweep.grace_period if cfg.sweep is not None else None
     if grace is not None and grace > cfg.train.max_steps:
         raise ConfigError(f"grace_period {grace} is beyond train.max_steps={cfg.train.max_steps}: ASHA would "

@@ -91,3 +91,19 @@ def check_domains(obj: Any, domains: dict[str, Domain], path: str) -> None:
     """Check each field of `obj` named in `domains` (path: the dotted path of `obj`)."""
     for name, domain in domains.items():
         domain.check(getattr(obj, name), f"{path}.{name}" if path else name)
+
+
+def worker_range(num_workers: int | list[int] | tuple[int, int], path: str = "scaling.num_workers") -> tuple[int, int]:
+    """(min, max) of a worker count N or an elastic range [min, max] (scaling.num_workers, --workers):
+    a group that shrinks to what is left (>= min) when a node is lost and grows back to max."""
+    if isinstance(num_workers, int) and not isinstance(num_workers, bool):
+        low = high = num_workers
+    elif (isinstance(num_workers, (list, tuple)) and len(num_workers) == 2
+          and all(isinstance(n, int) and not isinstance(n, bool) for n in num_workers)):
+        low, high = num_workers
+    else:
+        raise ConfigError(f"expected a worker count N or a range [min, max], got {num_workers!r}", path=path)
+    if low < 1 or high < low:
+        raise ConfigError(f"workers must satisfy 1 <= min <= max, got {num_workers}", path=path,
+                          hint="e.g. num_workers: 4 (fixed) or num_workers: [2, 4] (elastic)")
+    return low, high

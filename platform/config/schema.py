@@ -179,7 +179,7 @@ class TrainConfig:
 
 @dataclass
 class ScalingConfig:
-    num_workers: int = 1
+    num_workers: int | list[int] = 1  # N, or [min, max]: elastic (field_domains.worker_range, worker_scaling)
     use_gpu: bool = False
     cpus_per_worker: int = 1
 

@@ -10,6 +10,12 @@ resumes from the latest checkpoint. Checkpoints are ranked by `train.checkpoint_
 best `train.keep_top_k` and never deletes the latest, which is what resuming needs. Worker failures are
 retried `run.max_failures` times from the latest checkpoint (FailureConfig).
 
+A worker range `[min, max]` (scaling.num_workers or --workers MIN-MAX) makes the run elastic (Ray Train
+V2's ScalingConfig(num_workers=(min, max))): a lost node fails the group, which restarts from the latest
+checkpoint with the workers the cluster still has (>= min) instead of waiting for the lost ones; every
+`resize_every_s` a healthy group checks whether it could have more and, if so, restarts from the latest
+checkpoint with them. How the workers adapt to the world size is worker_scaling.py's business.
+
 Sweeps call `run_training` from a Tune trial's driver function with `callbacks=[TuneReportCallback()]`.
 """
 
@@ -21,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from audiostyle.platform.config.field_domains import worker_range
 from audiostyle.platform.config.schema import ExperimentConfig, to_dict
 from audiostyle.platform.core.errors import ConfigError
 from audiostyle.platform.core.locations import absolute_location, is_url, join_location
@@ -36,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 TENSORBOARD_DIR = "tensorboard"
 RAY_SNAPSHOT_GLOB = "checkpoint_manager_snapshot*.json"  # Ray Train's record of a run's checkpoints
+RESIZE_EVERY_S = 60.0  # Ray's default: how often a healthy elastic group checks whether it can grow
 
 
 class TrainingFailed(RuntimeError):
@@ -49,23 +57,37 @@ class RunPlan:
 
     name: str
     storage: str  # absolute local path or URI
-    num_workers: int
+    min_workers: int
+    max_workers: int
     use_gpu: bool
     threads: int  # CPUs (and BLAS threads) per worker
+    resize_every_s: float = RESIZE_EVERY_S
 
     @property
     def location(self) -> str:
         return join_location(self.storage, self.name)
 
+    @property
+    def elastic(self) -> bool:
+        return self.min_workers < self.max_workers
+
+    @property
+    def workers_text(self) -> str:
+        return f"{self.min_workers}-{self.max_workers}" if self.elastic else str(self.max_workers)
+
 
 def build_loop_config(cfg: ExperimentConfig, *, storage_path: str, name: str, overrides_note: str | None = None,
-                      test_hooks: WorkerTestHooks | None = None) -> dict[str, Any]:
+                      test_hooks: WorkerTestHooks | None = None,
+                      workers: tuple[int, int] | None = None) -> dict[str, Any]:
     """What each worker receives: the resolved config as plain data, where to log, test-only hooks."""
     # TensorBoard writes ordinary files, so it lives beside the checkpoints only when storage is a folder
     tensorboard = None if is_url(storage_path) else join_location(join_location(storage_path, name), TENSORBOARD_DIR)
     config = to_dict(cfg)
-    # the run's actual name and storage go into the config the checkpoints record
+    # the run's actual name, storage and workers go into the config the checkpoints record (the workers
+    # read the global batch off the maximum worker count there)
     config["run"].update(name=name, storage_path=storage_path)
+    if workers is not None:
+        config["scaling"]["num_workers"] = list(workers) if workers[0] != workers[1] else workers[1]
     loop = {"config": config, "tensorboard_dir": tensorboard, "overrides": overrides_note}
     if test_hooks is not None:
         loop["test_hooks"] = test_hooks
@@ -84,17 +106,22 @@ def preflight(cfg: ExperimentConfig) -> None:
     load_stats(cfg)
 
 
-def plan_run(cfg: ExperimentConfig, *, workers: int | None = None, use_gpu: bool | None = None,
-             storage_path: str | None = None, name: str | None = None) -> RunPlan:
+Workers = int | tuple[int, int]  # N, or (min, max) for an elastic group
+
+
+def plan_run(cfg: ExperimentConfig, *, workers: Workers | None = None, use_gpu: bool | None = None,
+             storage_path: str | None = None, name: str | None = None,
+             resize_every_s: float | None = None) -> RunPlan:
     """The run's name, storage and scaling; a bad worker count or phase boundary fails here, once,
     not in every worker and every retry."""
-    num_workers = workers if workers is not None else cfg.scaling.num_workers
-    if num_workers < 1:
-        raise ConfigError(f"the number of workers must be >= 1, got {num_workers}", path="scaling.num_workers")
+    low, high = worker_range(workers if workers is not None else cfg.scaling.num_workers,
+                             "--workers" if workers is not None else "scaling.num_workers")
+    if resize_every_s is not None and resize_every_s <= 0:
+        raise ConfigError(f"must be > 0 seconds, got {resize_every_s}", path="--resize-every")
     Curriculum.from_config(cfg)
     return RunPlan(name=name or cfg.run_name, storage=absolute_location(storage_path or cfg.run.storage_path),
-                   num_workers=num_workers, use_gpu=cfg.scaling.use_gpu if use_gpu is None else use_gpu,
-                   threads=max(1, cfg.scaling.cpus_per_worker))
+                   min_workers=low, max_workers=high, use_gpu=cfg.scaling.use_gpu if use_gpu is None else use_gpu,
+                   threads=max(1, cfg.scaling.cpus_per_worker), resize_every_s=resize_every_s or RESIZE_EVERY_S)
 
 
 def start_ray(cfg: ExperimentConfig, plan: RunPlan, address: str | None) -> None:
@@ -102,15 +129,15 @@ def start_ray(cfg: ExperimentConfig, plan: RunPlan, address: str | None) -> None
     shared storage and enough GPUs."""
     if address is None:
         preflight(cfg)
-    ensure_ray(address, num_cpus=plan.num_workers * plan.threads, num_gpus=None, threads=plan.threads)
+    ensure_ray(address, num_cpus=plan.max_workers * plan.threads, num_gpus=None, threads=plan.threads)
     if address is not None:
         check_shared_storage(plan.storage)
     if plan.use_gpu:
         import ray
 
         available = ray.cluster_resources().get("GPU", 0)
-        if available < plan.num_workers:
-            raise ConfigError(f"{plan.num_workers} GPU worker(s) requested but the Ray cluster has {available:g} GPUs",
+        if available < plan.min_workers:
+            raise ConfigError(f"{plan.min_workers} GPU worker(s) requested but the Ray cluster has {available:g} GPUs",
                               path="scaling.use_gpu", hint="drop --gpu, lower --workers, or add GPU nodes")
 
 
@@ -127,8 +154,10 @@ def make_trainer(cfg: ExperimentConfig, plan: RunPlan, loop_config: dict[str, An
         train_loop_config=loop_config,
         # gloo on CPU (the only backend there), NCCL between GPUs
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=plan.num_workers, use_gpu=gpu,
-                                     resources_per_worker={"CPU": plan.threads, **({"GPU": 1} if gpu else {})}),
+        scaling_config=ScalingConfig(
+            num_workers=(plan.min_workers, plan.max_workers) if plan.elastic else plan.max_workers, use_gpu=gpu,
+            resources_per_worker={"CPU": plan.threads, **({"GPU": 1} if gpu else {})},
+            elastic_resize_monitor_interval_s=plan.resize_every_s),
         run_config=RunConfig(
             name=plan.name,
             storage_path=plan.storage,
@@ -146,24 +175,28 @@ def make_trainer(cfg: ExperimentConfig, plan: RunPlan, loop_config: dict[str, An
     )
 
 
-def run_training(cfg: ExperimentConfig, *, address: str | None = None, workers: int | None = None,
+def run_training(cfg: ExperimentConfig, *, address: str | None = None, workers: Workers | None = None,
                  use_gpu: bool | None = None, storage_path: str | None = None, name: str | None = None,
                  callbacks: Sequence[Any] = (), overrides_note: str | None = None,
-                 test_hooks: WorkerTestHooks | None = None) -> Any:
+                 test_hooks: WorkerTestHooks | None = None, resize_every_s: float | None = None) -> Any:
     """Train `cfg` with Ray Train V2 and return the `ray.train.Result`.
 
-    address: None starts an embedded local Ray (unless one is already initialized); "auto" or
-    "ray://HOST:PORT" connects to a cluster. workers/use_gpu/storage_path/name override cfg.scaling and
-    cfg.run. callbacks: Ray Train UserCallbacks (a sweep passes TuneReportCallback).
+    address: None starts a fresh embedded local Ray (unless one is already initialized in this process);
+    "auto", "HOST:PORT" or "ray://HOST:PORT" connects to a cluster. workers (N or (min, max)), use_gpu,
+    storage_path and name override cfg.scaling and cfg.run. callbacks: Ray Train UserCallbacks (a sweep
+    passes TuneReportCallback). resize_every_s: elastic runs, how often a healthy group checks for more
+    workers (default 60 s).
     """
-    plan = plan_run(cfg, workers=workers, use_gpu=use_gpu, storage_path=storage_path, name=name)
+    plan = plan_run(cfg, workers=workers, use_gpu=use_gpu, storage_path=storage_path, name=name,
+                    resize_every_s=resize_every_s)
     start_ray(cfg, plan, address)
     loop_config = build_loop_config(cfg, storage_path=plan.storage, name=plan.name, overrides_note=overrides_note,
-                                    test_hooks=test_hooks)
+                                    test_hooks=test_hooks, workers=(plan.min_workers, plan.max_workers))
     trainer = make_trainer(cfg, plan, loop_config, callbacks)
     resumed = not is_url(plan.storage) and any(Path(plan.location).glob(RAY_SNAPSHOT_GLOB))
-    logger.info("%s run %r: %d %s worker(s), checkpoints under %s", "resuming" if resumed else "starting",
-                plan.name, plan.num_workers, "GPU" if plan.use_gpu else "CPU", plan.location)
+    logger.info("%s run %r: %s %s worker(s)%s, checkpoints under %s", "resuming" if resumed else "starting",
+                plan.name, plan.workers_text, "GPU" if plan.use_gpu else "CPU",
+                " (elastic: the global batch is that of the maximum)" if plan.elastic else "", plan.location)
     from ray.train import TrainingFailedError
 
     try:

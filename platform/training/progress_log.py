@@ -40,10 +40,12 @@ class ProgressMeter:
 
 
 def progress_line(run: str, step: int, max_steps: int, phase: str, losses: dict[str, float], total: float,
-                  samples_per_s: float, lr: float) -> str:
+                  samples_per_s: float, lr: float, workers: int | None = None) -> str:
+    """One line per log_every steps; `workers` (elastic runs) says how many workers the step ran on."""
     terms = " ".join(f"{k.split('/', 1)[-1]} {v:.4f}" for k, v in sorted(losses.items()))
+    group = f" | {workers} worker{'s' if workers != 1 else ''}" if workers is not None else ""
     return (f"[{run}] step {step}/{max_steps} | {phase} | loss {total:.4f} ({terms}) | "
-            f"{samples_per_s:.1f} samples/s | lr {lr:.2e}")
+            f"{samples_per_s:.1f} samples/s | lr {lr:.2e}{group}")
 
 
 def _spectrogram_png(waves: list[np.ndarray], titles: list[str], sample_rate: int) -> np.ndarray:

@@ -2,10 +2,12 @@
 
 Runs in the driver process (the CLI's, or a Tune trial's driver, which finds Ray already running).
 
-- Embedded (no address): `ray.init` in-process on this machine, bound to localhost, no dashboard, one
-  CPU slot per core (at least enough for the requested workers), one BLAS thread per worker process.
-- Cluster (`auto` or `ray://HOST:PORT`): the workers need the package. From a source checkout it is built
-  into a wheel and shipped with the job's runtime environment (`py_modules`); the `platform/` folder is
+- Embedded (no address): always a fresh `ray.init(address="local")` in-process on this machine, bound to
+  loopback, no dashboard, one CPU slot per core (at least enough for the requested workers), one BLAS
+  thread per worker process.
+- Cluster (`auto`, `HOST:PORT` or `ray://HOST:PORT`; cluster_address.py connects): the workers need the
+  package. From a source checkout it is built into a wheel and shipped with the job's runtime
+  environment (`py_modules`); the `platform/` folder is
   never put on anyone's path, since as a top-level `platform` it would shadow the standard library.
   An installed (non-editable) package is assumed to be in the cluster's image as well.
 - Storage: every node writes checkpoints to `storage_path`, so on a multi-node cluster a plain local
@@ -136,34 +138,56 @@ def build_wheel(out_dir: str | Path, source: Path | None = None) -> Path:
 
 def cluster_runtime_env(threads: int) -> dict[str, Any]:
     """The job runtime environment for a cluster: thread caps plus the package as a wheel when needed."""
-    from audiostyle.platform.training.ray_workarounds import QUIET_HOOK
+    from audiostyle.platform.training.ray_workarounds import SETUP_HOOK
 
-    env: dict[str, Any] = {"env_vars": worker_env_vars(threads), "worker_process_setup_hook": QUIET_HOOK}
-    if source_checkout() is not None:
-        wheel = build_wheel(tempfile.mkdtemp(prefix="audiostyle-wheel-"))
-        logger.info("shipping %s to the cluster through the runtime environment", wheel.name)
+    env: dict[str, Any] = {"env_vars": worker_env_vars(threads), "worker_process_setup_hook": SETUP_HOOK}
+    wheel = package_wheel()
+    if wheel is not None:
         env["py_modules"] = [str(wheel)]
-    else:
-        logger.info("using the audiostyle installed in the cluster's image")
     return env
+
+
+def package_wheel() -> Path | None:
+    """The wheel to ship to a cluster when running from a source checkout, else None (the package
+    installed in the cluster's image is used)."""
+    if source_checkout() is None:
+        logger.info("using the audiostyle installed in the cluster's image")
+        return None
+    wheel = build_wheel(tempfile.mkdtemp(prefix="audiostyle-wheel-"))
+    logger.info("shipping %s to the cluster through the runtime environment", wheel.name)
+    return wheel
 
 
 def ensure_ray(address: str | None, *, num_cpus: int, num_gpus: int | None = None, threads: int = 1) -> bool:
     """Start the embedded Ray, or connect to `address`; returns True if this call started/connected Ray.
 
-    An already initialized Ray (a Tune trial's driver, a test fixture) is used as it is.
+    No address always starts a fresh local instance (`address="local"`), never one Ray recorded
+    earlier: a leftover head on this machine must not turn the embedded default into a cluster run.
+    It binds loopback only (see ray_workarounds.keep_loopback). An already initialized Ray (a Tune
+    trial's driver, a test fixture) is used as it is. An unreachable address raises ClusterUnreachable
+    within about 30 s (cluster_address.connect).
     """
     import ray
 
-    from audiostyle.platform.training.ray_workarounds import QUIET_HOOK
+    from audiostyle.platform.training.cluster_address import connect
 
     if ray.is_initialized():
         return False
     if address is None:
-        ray.init(num_cpus=max(num_cpus, os.cpu_count() or 1), num_gpus=num_gpus, include_dashboard=False,
-                 _node_ip_address="127.0.0.1",
-                 runtime_env={"env_vars": worker_env_vars(threads), "worker_process_setup_hook": QUIET_HOOK},
-                 log_to_driver=True)
+        start_local_ray(max(num_cpus, os.cpu_count() or 1), num_gpus=num_gpus, env_vars=worker_env_vars(threads))
     else:
-        ray.init(address=address, runtime_env=cluster_runtime_env(threads), log_to_driver=True)
+        connect(address, runtime_env=lambda: cluster_runtime_env(threads))
     return True
+
+
+def start_local_ray(num_cpus: int, *, num_gpus: int | None = None, env_vars: dict[str, str] | None = None) -> None:
+    """A fresh Ray instance in this process (`address="local"`), bound to loopback, no dashboard: the
+    embedded default of the CLI, and the Ray of the tests and benchmarks."""
+    import ray
+
+    from audiostyle.platform.training.ray_workarounds import SETUP_HOOK, keep_loopback
+
+    with keep_loopback():
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                 _node_ip_address="127.0.0.1", log_to_driver=True,
+                 runtime_env={"env_vars": env_vars or worker_env_vars(1), "worker_process_setup_hook": SETUP_HOOK})

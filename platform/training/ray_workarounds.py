@@ -4,8 +4,11 @@ Private APIs change without notice, so they are kept here, out of the training a
 upstream fix lands, its workaround is deleted in one place, and a Ray or Optuna upgrade that breaks one
 breaks here, with the reason next to it.
 
-- `quiet_ray_logs`: a worker-process setup hook muting two Ray Train V2 log sources, by their private
-  logger names.
+- `setup_worker_process` (the job's worker-process setup hook): `quiet_ray_logs` mutes two Ray Train V2
+  log sources by their private logger names; `fresh_view_for_elastic_restarts` makes an elastic run
+  that lost a node restart with the workers that are left, not the ones it had (ElasticScalingPolicy).
+- `keep_loopback`: stops ray.init from rewriting 127.0.0.1 / localhost into this machine's outward
+  address (ray._private.services.resolve_ip_for_localhost).
 - `PlacementGroupReaper` / `release_orphaned_placement_groups`: frees the placement groups of Train runs
   whose Tune trial ASHA stopped, through Ray's private GCS accessor (ray-project/ray#54305).
 - `mark_trial_interrupted`: sets a user attribute of a RUNNING Optuna trial from outside it, through
@@ -14,15 +17,23 @@ breaks here, with the reason next to it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from ray import tune
 
 logger = logging.getLogger(__name__)
 
-QUIET_HOOK = "audiostyle.platform.training.ray_workarounds.quiet_ray_logs"  # runtime_env setup-hook path
+SETUP_HOOK = "audiostyle.platform.training.ray_workarounds.setup_worker_process"  # runtime_env setup-hook path
+
+
+def setup_worker_process() -> None:
+    """Runs first in every worker process of our Ray jobs, the Train controller's included."""
+    quiet_ray_logs()
+    fresh_view_for_elastic_restarts()
 
 
 def quiet_ray_logs() -> None:
@@ -37,6 +48,68 @@ def quiet_ray_logs() -> None:
 
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)  # Ray names this logger by file path
+
+
+def fresh_view_for_elastic_restarts() -> None:
+    """Make Ray Train's elastic policy count the workers it can start on a fresh view of the cluster.
+
+    ElasticScalingPolicy asks the AutoscalingCoordinator for the resources reserved to the run; the
+    coordinator refreshes its view of the nodes every 20 s (TICK_INTERVAL_S). Right after a node is lost
+    the answer still holds the dead node, so the controller asks for the old worker count, waits out the
+    worker-group start timeout (60 s) and only then retries with the workers that are left: over a
+    minute without training. The coordinator already takes `recompute=True` (a fresh tick, a ray.nodes()
+    call); the policy just never passes it (Ray 2.60; ray-project/ray#66002 reworks this path). The
+    policy throttles its queries to one a second, so this adds one GCS read per second while
+    recovering and one per resize check while training.
+    """
+    import ray
+    from ray.train.v2._internal.execution.scaling_policy import elastic
+    from ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client import (
+        AUTOSCALING_REQUESTS_GET_TIMEOUT_S,
+    )
+    from ray.train.v2._internal.util import time_monotonic
+
+    policy = elastic.ElasticScalingPolicy
+    if getattr(policy, "_audiostyle_fresh_view", False):
+        return
+
+    def _get_reserved_resources(self: Any) -> Any:
+        if time_monotonic() - self._latest_reserved_resources_query_time < self.GET_RESERVED_RESOURCES_INTERVAL_S:
+            return self._latest_reserved_resources
+        reserved = None
+        try:
+            reserved = ray.get(self._autoscaling_coordinator.get_reserved_resources.remote(
+                self._requester_id, recompute=True), timeout=AUTOSCALING_REQUESTS_GET_TIMEOUT_S)
+        except Exception:  # as upstream: a failed query means "no decision now", never a failed run
+            logger.warning("could not get the resources reserved to %s; not resizing now", self._requester_id,
+                           exc_info=True)
+        finally:
+            self._latest_reserved_resources_query_time = time_monotonic()
+            self._latest_reserved_resources = reserved
+        return reserved
+
+    policy._get_reserved_resources = _get_reserved_resources
+    policy._audiostyle_fresh_view = True
+
+
+@contextlib.contextmanager
+def keep_loopback() -> Iterator[None]:
+    """Inside this block ray.init keeps 127.0.0.1 / localhost / ::1 as given.
+
+    ray.init passes both the address it connects to and `_node_ip_address` through
+    `services.resolve_ip_for_localhost`, which replaces loopback by this machine's outward address. A head
+    started with `--node-ip-address 127.0.0.1` (Ray then binds its servers to loopback only) becomes
+    unreachable, and `ray.init(address="127.0.0.1:PORT")` retries forever; an embedded instance started
+    with _node_ip_address="127.0.0.1" binds every interface. No upstream switch exists for either.
+    """
+    import ray._private.services as services
+
+    original = services.resolve_ip_for_localhost
+    services.resolve_ip_for_localhost = lambda host: host
+    try:
+        yield
+    finally:
+        services.resolve_ip_for_localhost = original
 
 
 class PlacementGroupReaper(tune.Callback):

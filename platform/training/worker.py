@@ -13,6 +13,10 @@ Resume is exact on CPU: a checkpoint holds the step, optimizer and scheduler sta
 states, and the data position is a pure function of the step (the loader is set to the epoch and the
 first batches already consumed are skipped), so a resumed run takes the same batches as one never stopped.
 
+An elastic run restarts its ranks with another world size after a node is lost or comes back; what
+depends on the size (micro-batches per step for a constant global batch, each rank's data stream, the
+validation split, the size history) follows worker_scaling.py, and the checkpoint records it.
+
 `loop_config`: {"config": to_dict(cfg), "tensorboard_dir": str | None, "overrides": str | None,
 "test_hooks": WorkerTestHooks (tests only, see test_hooks.py)}.
 """
@@ -32,7 +36,6 @@ import numpy as np
 import ray.train
 import ray.train.torch
 import torch
-import torch.distributed as dist
 from ray.train import Checkpoint
 
 from audiostyle.platform.checkpoints.format import (
@@ -42,13 +45,16 @@ from audiostyle.platform.checkpoints.format import (
     restore_rng_state,
     save_checkpoint,
 )
+from audiostyle.platform.config.field_domains import worker_range
 from audiostyle.platform.config.loader import config_from_dict
 from audiostyle.platform.config.schema import ExperimentConfig, to_dict
 from audiostyle.platform.core.errors import CheckpointError
 from audiostyle.platform.training.curriculum import Curriculum, PhaseState
 from audiostyle.platform.training.lr_schedule import make_scheduler
 from audiostyle.platform.training.progress_log import ProgressMeter, TrainingLogger, progress_line
+from audiostyle.platform.training.rank_collectives import gather_objects, mean_across_ranks, mean_of_sums
 from audiostyle.platform.training.test_hooks import NO_HOOKS
+from audiostyle.platform.training.worker_scaling import DataPosition, WorldScale, validation_share
 
 if TYPE_CHECKING:
     from audiostyle.components.timbre_transfer import TimbreTransferModel
@@ -128,7 +134,11 @@ class WorkerLoop:
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.device = ray.train.torch.get_device()
         self.curriculum = Curriculum.from_config(cfg)
-        self.accum = cfg.optim.grad_accum
+        self.scale = WorldScale.derive(world=self.world, max_workers=worker_range(cfg.scaling.num_workers)[1],
+                                       grad_accum=cfg.optim.grad_accum, batch_size=cfg.data.batch_size)
+        self.accum = self.scale.grad_accum  # more micro-batches per step on a smaller elastic group
+        self.position = DataPosition(0, 0, self.world)
+        self.scale_history: list[dict[str, int]] = []
         self.amp = cfg.optim.mixed_precision and self.device.type == "cuda"  # bf16 needs no loss scaler
 
         seed_everything(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
@@ -149,6 +159,7 @@ class WorkerLoop:
         seed_everything(cfg.seed + RANK_SEED_STRIDE * self.rank)  # different dropout per rank, same on every rerun
         if restored is not None:
             self._restore_optim(restored)
+        self.scale_history = self.scale.extend_history(self.scale_history, self.step)
         self.log = TrainingLogger(loop_config.get("tensorboard_dir"), enabled=self.rank == 0,
                                   run_name=cfg.run_name, sample_rate=cfg.data.sample_rate,
                                   instruments=cfg.instrument_names)
@@ -195,19 +206,13 @@ class WorkerLoop:
         self.disc_sched.load_state_dict(opt["discriminator_scheduler"])
         self.disc_updates = int(opt["disc_updates"])
         self.batches_seen = int(opt["batches_seen"])
+        self.position = DataPosition.from_state(opt, ckpt.state, self.cfg.data.steps_per_epoch).for_world(self.world)
+        self.scale_history = list(opt.get("scale_history", []))
         rng = opt["rng"]
         if len(rng) == self.world:
             restore_rng_state(rng[self.rank])
         else:  # another worker count: no state for this rank, so a fresh but still deterministic stream
             seed_everything(self.cfg.seed + RANK_SEED_STRIDE * self.rank + self.step)
-
-    def _gather_rng(self) -> list[dict[str, Any]]:
-        mine = capture_rng_state()
-        if self.world == 1:
-            return [mine]
-        everyone: list[Any] = [None] * self.world
-        dist.all_gather_object(everyone, mine)
-        return everyone
 
     # ------------------------------------------------------------------------------------------ data
     def train_batches(self) -> Iterator[dict[str, torch.Tensor]]:
@@ -215,7 +220,7 @@ class WorkerLoop:
         from audiostyle.datasets.streaming import make_loader
 
         loader = make_loader(self.cfg, "train", seed=self.cfg.seed, rank=self.rank, world_size=self.world)
-        epoch, skip = divmod(self.batches_seen, self.cfg.data.steps_per_epoch)
+        epoch, skip = self.position.epoch, self.position.offset
         while True:
             loader.set_epoch(epoch)  # each pass is a pure function of (seed, epoch, rank)
             for i, batch in enumerate(loader):
@@ -248,6 +253,7 @@ class WorkerLoop:
         with isolated_rng():
             micro = [self._to_device(next(batches)) for _ in range(self.accum)]
         self.batches_seen += self.accum
+        self.position = self.position.advance(self.accum, cfg.data.steps_per_epoch)
         logged: dict[str, float] = defaultdict(float)
 
         self.gen_opt.zero_grad(set_to_none=True)
@@ -282,29 +288,20 @@ class WorkerLoop:
         self.step += 1
         return dict(logged)
 
-    def mean_across_ranks(self, values: dict[str, float]) -> dict[str, float]:
-        if self.world == 1 or not values:
-            return values
-        keys = sorted(values)
-        gathered: list[Any] = [None] * self.world
-        dist.all_gather_object(gathered, keys)
-        if any(g != keys for g in gathered):
-            raise RuntimeError(f"ranks logged different metric keys: {gathered}")
-        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return {k: float(v) / self.world for k, v in zip(keys, t.tolist())}
-
     @torch.no_grad()
     def validate(self) -> tuple[dict[str, float], tuple[torch.Tensor, torch.Tensor] | None]:
-        """Mean validation metrics over exactly val_batches batches per rank, averaged across ranks."""
+        """Mean validation metrics over the same val_batches batches whatever the world size: one stream
+        (rank 0 of 1), batch i validated by rank i mod world, means over all of them."""
         from audiostyle.datasets.streaming import make_loader
 
         self.model.eval()
         sums: dict[str, float] = defaultdict(float)
         first = None
         count = 0
-        loader = make_loader(self.cfg, "val", seed=self.cfg.seed, rank=self.rank, world_size=self.world)
-        for batch in loader:
+        loader = make_loader(self.cfg, "val", seed=self.cfg.seed)
+        for index, batch in enumerate(loader):
+            if not validation_share(index, self.rank, self.world):
+                continue
             audio, labels, pairs = self._to_device(batch)
             if first is None:
                 first = (audio, labels)
@@ -314,14 +311,14 @@ class WorkerLoop:
                 sums[k] += float(v)
             count += 1
         self.model.train()
-        means = {f"val/{k}": v / max(count, 1) for k, v in sums.items()}
-        return self.mean_across_ranks(means), first
+        return {f"val/{k}": v for k, v in mean_of_sums(sums, count, self.world, self.device).items()}, first
 
     def save(self, directory: str, metrics: dict[str, Any], rng: list[dict[str, Any]]) -> None:
         optim_state = {
             "generator": self.gen_opt.state_dict(), "discriminator": self.disc_opt.state_dict(),
             "generator_scheduler": self.gen_sched.state_dict(), "discriminator_scheduler": self.disc_sched.state_dict(),
             "step": self.step, "disc_updates": self.disc_updates, "batches_seen": self.batches_seen, "rng": rng,
+            "data_position": self.position.to_state(), "scale_history": self.scale_history,
         }
         state = {"step": self.step, "phase": metrics["phase"], "metrics": metrics,
                  "instruments": self.cfg.instrument_names, "run_name": self.cfg.run_name, "seed": self.cfg.seed,
@@ -365,21 +362,24 @@ class WorkerLoop:
 
     def _log_progress(self, logged: dict[str, float], phase: PhaseState, lr: float, meter: ProgressMeter) -> None:
         losses = {k: v for k, v in logged.items() if k.startswith("train/") and k != "train/loss"}
+        low, high = worker_range(self.cfg.scaling.num_workers)
         self.log.progress(progress_line(self.cfg.run_name, self.step, self.cfg.train.max_steps, phase.name, losses,
-                                        logged["train/loss"], meter.rate(), lr))
-        self.log.scalars(self.step, {**logged, "lr": lr, "phase_index": phase.index,
+                                        logged["train/loss"], meter.rate(), lr,
+                                        workers=self.world if low < high else None))
+        self.log.scalars(self.step, {**logged, "lr": lr, "phase_index": phase.index, **self.scale.metrics(),
                                      **{f"weight/{k}": v for k, v in phase.weights.items()}})
 
     def _validate_and_report(self, window: ReportWindow, phase: PhaseState, lr: float) -> None:
         """Validate, log (rank 0), checkpoint (rank 0) and report the metrics since the last report."""
-        train_means = self.mean_across_ranks(window.means())
+        train_means = mean_across_ranks(window.means(), self.world, self.device)
         with isolated_rng():
             val, example = self.validate()
         # throughput of the training steps alone (validation and checkpointing excluded), all ranks
         perf = {"perf/steps_per_s": window.steps / window.seconds,
                 "perf/samples_per_s": window.steps * self.samples_per_step / window.seconds}
         metrics = {"step": self.step, "epoch": self.batches_seen / self.cfg.data.steps_per_epoch,
-                   "phase": phase.name, "phase_index": phase.index, "lr": lr, **train_means, **perf, **val}
+                   "phase": phase.name, "phase_index": phase.index, "lr": lr, **train_means, **perf, **val,
+                   **self.scale.metrics()}
         if self.rank == 0:
             self.log.scalars(self.step, val)
             if example is not None:
@@ -387,7 +387,7 @@ class WorkerLoop:
                     self.log.examples(self.step, self.model, *example, count=self.cfg.train.audio_examples)
             self.log.progress(f"[{self.cfg.run_name}] validation at step {self.step} ({phase.name}): "
                               + " ".join(f"{k}={v:.4f}" for k, v in sorted(val.items())))
-        rng = self._gather_rng()
+        rng = gather_objects(capture_rng_state(), self.world)
         with tempfile.TemporaryDirectory(prefix="audiostyle-ckpt-") as d:
             if self.rank == 0:
                 self.save(d, metrics, rng)

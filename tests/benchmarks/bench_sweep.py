@@ -61,10 +61,9 @@ def main() -> None:
     from audiostyle.platform.config.loader import config_from_dict, load_experiment, load_raw
     from audiostyle.platform.sweeps.driver import run_sweep
     from audiostyle.platform.training.driver import run_training
-    from audiostyle.platform.training.ray_runtime import worker_env_vars
+    from audiostyle.platform.training.ray_runtime import start_local_ray, worker_env_vars
 
-    ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1",
-             runtime_env={"env_vars": {**worker_env_vars(1), "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"}})
+    start_local_ray(4, env_vars={**worker_env_vars(1), "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"})
     common = [f"data.root={data}", f"run.storage_path={out / 'runs'}", *SMALL]
     raw, _ = load_raw(ROOT / "experiments" / "sweep_curriculum.yaml",
                       [*common, f"train.max_steps={args.steps}", f"train.val_every={max(1, args.steps // 3)}"])

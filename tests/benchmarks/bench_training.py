@@ -105,7 +105,7 @@ def main() -> int:
     import ray
     import torch
 
-    from audiostyle.platform.training.ray_runtime import worker_env_vars
+    from audiostyle.platform.training.ray_runtime import start_local_ray
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-training-"))
     data = args.data
@@ -125,8 +125,7 @@ def main() -> int:
         rows.append(("plain PyTorch, GPU", plain_loop(cfg, "cuda", 1)))
 
     started = time.perf_counter()
-    ray.init(num_cpus=max(os.cpu_count() or 1, max(args.workers)), include_dashboard=False,
-             _node_ip_address="127.0.0.1", runtime_env={"env_vars": worker_env_vars(1)})
+    start_local_ray(max(os.cpu_count() or 1, max(args.workers)))
     print(f"ray.init: {time.perf_counter() - started:.1f} s", flush=True)
     for n in args.workers:
         rows.append((f"Ray Train, {n} CPU worker(s)", ray_run(cfg, tmp / "runs", f"cpu{n}", n, False)))
