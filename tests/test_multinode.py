@@ -47,10 +47,15 @@ def ray_tmpdir():
 
 @contextlib.contextmanager
 def loopback_cluster(nodes: int):
-    """A head and nodes-1 more nodes, one CPU each, all on 127.0.0.1; torn down with the driver."""
+    """A head and nodes-1 more nodes, one CPU each, all on 127.0.0.1; torn down with the driver.
+
+    A driver still connected to an earlier cluster would run the test there: run_training uses the Ray
+    this process is connected to. The module's own two-node cluster therefore comes last (its tests are
+    last in the file), and a new cluster first drops any earlier connection."""
     import ray
     from ray.cluster_utils import Cluster
 
+    ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={
         "node_ip_address": "127.0.0.1", "num_cpus": 1, "include_dashboard": False})
     try:
@@ -139,6 +144,71 @@ def process_tree(root: int) -> set[int]:
     return tree
 
 
+def test_lost_node_shrinks_the_group_and_a_new_node_grows_it_back(ray_tmpdir, tiny_config, tmp_path, monkeypatch):
+    import ray
+    import torch
+
+    from audiostyle.platform.training.driver import run_training
+
+    monkeypatch.setenv(SHARED, "1")
+    cfg = tiny_config("train.max_steps=12", "train.val_every=2", "train.keep_top_k=1", "run.max_failures=3")
+    steps_file = tmp_path / "steps.jsonl"
+    # hold after the step-4 report (2 workers) and the step-8 report (1 worker), as a longer run would
+    # still be training: the node is lost during the first hold, comes back during the second
+    hooks = WorkerTestHooks(steps_file=str(steps_file), hold_after_steps=(4, 8), hold_s=240,
+                            probe_dir=str(tmp_path / "p"))
+    outcome: dict = {}
+
+    def train() -> None:
+        try:
+            outcome["result"] = run_training(cfg, address=cluster.address, workers=(1, 2), resize_every_s=3,
+                                             storage_path=str(tmp_path / "runs"), name="elastic", test_hooks=hooks)
+        except BaseException as exc:  # reported by the main thread
+            outcome["error"] = exc
+
+    with loopback_cluster(2) as cluster:
+        second = next(iter(cluster.worker_nodes))
+        driver = threading.Thread(target=train, daemon=True)
+        driver.start()
+        # the controller registers a checkpoint when it next polls the workers (every 2 s)
+        wait_for("step 4 on 2 workers", lambda: any(e["step"] == 4 and e["workers"] == 2
+                                                    for e in steps_log(steps_file)), 300)
+        wait_for("the step-4 checkpoint", lambda: (tmp_path / "runs/elastic/step_00000004/state.json").exists(), 60)
+        time.sleep(4)
+        lost_at = time.time()
+        cluster.remove_node(second)
+        wait_for("step 8 on the 1 worker left", lambda: any(
+            e["workers"] == 1 and e["step"] == 8 for e in steps_log(steps_file)), 240)
+        wait_for("the step-8 checkpoint", lambda: (tmp_path / "runs/elastic/step_00000008/state.json").exists(), 60)
+        time.sleep(4)
+        cluster.add_node(node_ip_address="127.0.0.1", num_cpus=1)
+        wait_for("a step on 2 workers after the node came back", lambda: [
+            e for e in steps_log(steps_file) if e["workers"] == 2 and e["t"] > lost_at], 240)
+        driver.join(240)
+        assert not driver.is_alive(), "training did not finish"
+        assert ray.get_runtime_context().gcs_address == cluster.address  # trained on this cluster
+        assert "error" not in outcome, outcome.get("error")
+        result = outcome["result"]
+
+    log = steps_log(steps_file)
+    first_small = next(e for e in log if e["workers"] == 1)
+    regrown = next(e for e in log if e["workers"] == 2 and e["t"] > lost_at)
+    assert [e["step"] for e in log if e["t"] < lost_at] == [1, 2, 3, 4]
+    assert first_small["step"] == 5 and first_small["grad_accum"] == 2  # from the step-4 checkpoint, same global batch
+    assert regrown["step"] == 9 and regrown["grad_accum"] == 1  # from the step-8 checkpoint, after the hold
+    assert result.error is None and result.metrics["step"] == 12
+    # reports carry the group size; the global batch is that of 2 workers throughout (batch 4 each)
+    assert result.metrics["scale/workers"] == 2 and set(result.metrics_dataframe["scale/global_batch"]) == {2 * 4}
+    r0, r1 = probes(tmp_path / "p")
+    assert r0["world"] == r1["world"] == 2 and r0["params"] == r1["params"] and r0["node_id"] != r1["node_id"]
+    # the checkpoint records which steps ran on how many workers
+    optim = torch.load(Path(result.checkpoint.path) / "optim.pt", weights_only=True)
+    assert optim["scale_history"] == [{"from_step": 0, "workers": 2, "grad_accum": 1},
+                                      {"from_step": 4, "workers": 1, "grad_accum": 2},
+                                      {"from_step": 8, "workers": 2, "grad_accum": 1}]
+    assert optim["data_position"]["world"] == 2
+
+
 def test_ranks_on_two_nodes_step_together_from_the_wheel_and_survive_a_killed_worker(
         two_nodes, tiny_config, tmp_path, monkeypatch):
     import ray
@@ -146,14 +216,14 @@ def test_ranks_on_two_nodes_step_together_from_the_wheel_and_survive_a_killed_wo
     from audiostyle.platform.training.driver import run_training
 
     monkeypatch.setenv(SHARED, "1")  # all nodes of this machine see the same disk
-    cfg = tiny_config("train.max_steps=4", "train.val_every=2", "run.max_failures=2")
+    cfg = tiny_config("train.max_steps=6", "train.val_every=2", "run.max_failures=2")
     marker = tmp_path / "killed.txt"
     hooks = WorkerTestHooks(crash_at_step=3, crash_rank=1, crash_marker=str(marker), probe_dir=str(tmp_path / "p"))
     result = run_training(cfg, address=two_nodes.address, workers=2, storage_path=str(tmp_path / "runs"),
                           name="spread", test_hooks=hooks)
 
     assert marker.read_text().startswith("killed rank 1 at step 3")
-    assert result.error is None and result.metrics["step"] == 4
+    assert result.error is None and result.metrics["step"] == 6
     r0, r1 = probes(tmp_path / "p")
     alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert r0["node_id"] != r1["node_id"] and {r0["node_id"], r1["node_id"]} == alive  # one rank per node
@@ -187,64 +257,3 @@ def test_cli_reaches_a_loopback_head_and_refuses_node_local_storage(two_nodes, d
     assert "run.storage_path" in proc.stderr and "2 nodes" in proc.stderr and "s3://" in proc.stderr
     assert str(local) in proc.stderr and "Traceback" not in proc.stderr
     assert not local.exists()  # refused before any worker wrote there
-
-
-def test_lost_node_shrinks_the_group_and_a_new_node_grows_it_back(ray_tmpdir, tiny_config, tmp_path, monkeypatch):
-    import torch
-
-    from audiostyle.platform.training.driver import run_training
-
-    monkeypatch.setenv(SHARED, "1")
-    cfg = tiny_config("train.max_steps=12", "train.val_every=2", "train.keep_top_k=1", "run.max_failures=3")
-    steps_file = tmp_path / "steps.jsonl"
-    # hold after the step-4 report (2 workers) and the step-8 report (1 worker), as a longer run would
-    # still be training: the node is lost during the first hold, comes back during the second
-    hooks = WorkerTestHooks(steps_file=str(steps_file), hold_after_steps=(4, 8), hold_s=240,
-                            probe_dir=str(tmp_path / "p"))
-    outcome: dict = {}
-
-    def train() -> None:
-        try:
-            outcome["result"] = run_training(cfg, address=cluster.address, workers=(1, 2), resize_every_s=3,
-                                             storage_path=str(tmp_path / "runs"), name="elastic", test_hooks=hooks)
-        except BaseException as exc:  # reported by the main thread
-            outcome["error"] = exc
-
-    with loopback_cluster(2) as cluster:
-        second = next(iter(cluster.worker_nodes))
-        driver = threading.Thread(target=train, daemon=True)
-        driver.start()
-        # the controller registers a checkpoint when it next polls the workers (every 2 s)
-        wait_for("step 4 on 2 workers", lambda: any(e["step"] == 4 and e["workers"] == 2
-                                                    for e in steps_log(steps_file)), 300)
-        wait_for("the step-4 checkpoint", lambda: (tmp_path / "runs/elastic/step_00000004/state.json").exists(), 60)
-        time.sleep(4)
-        lost_at = time.time()
-        cluster.remove_node(second)
-        wait_for("a training step on the 1 worker left", lambda: any(
-            e["workers"] == 1 for e in steps_log(steps_file)), 240)
-        cluster.add_node(node_ip_address="127.0.0.1", num_cpus=1)
-        wait_for("a step on 2 workers after the node came back", lambda: [
-            e for e in steps_log(steps_file) if e["workers"] == 2 and e["t"] > lost_at], 240)
-        driver.join(240)
-        assert not driver.is_alive(), "training did not finish"
-        assert "error" not in outcome, outcome.get("error")
-        result = outcome["result"]
-
-    log = steps_log(steps_file)
-    first_small = next(e for e in log if e["workers"] == 1)
-    regrown = next(e for e in log if e["workers"] == 2 and e["t"] > lost_at)
-    assert [e["step"] for e in log if e["t"] < lost_at] == [1, 2, 3, 4]
-    assert first_small["step"] == 5 and first_small["grad_accum"] == 2  # from the step-4 checkpoint, same global batch
-    assert regrown["step"] == 9 and regrown["grad_accum"] == 1  # from the step-8 checkpoint, after the hold
-    assert result.error is None and result.metrics["step"] == 12
-    reported = result.metrics_dataframe
-    assert set(reported["scale/workers"]) == {1, 2} and set(reported["scale/global_batch"]) == {2 * 4}
-    r0, r1 = probes(tmp_path / "p")
-    assert r0["world"] == r1["world"] == 2 and r0["params"] == r1["params"] and r0["node_id"] != r1["node_id"]
-    # the checkpoint records which steps ran on how many workers
-    optim = torch.load(Path(result.checkpoint.path) / "optim.pt", weights_only=True)
-    assert optim["scale_history"] == [{"from_step": 0, "workers": 2, "grad_accum": 1},
-                                      {"from_step": 4, "workers": 1, "grad_accum": 2},
-                                      {"from_step": 8, "workers": 2, "grad_accum": 1}]
-    assert optim["data_position"]["world"] == 2

@@ -6,8 +6,8 @@ Runs in the driver process (the CLI's, or a Tune trial's driver, which finds Ray
   loopback, no dashboard, one CPU slot per core (at least enough for the requested workers), one BLAS
   thread per worker process.
 - Cluster (`auto`, `HOST:PORT` or `ray://HOST:PORT`; cluster_address.py connects): the workers need the
-  package. From a source checkout it is built into a wheel and shipped with the job's runtime
-  environment (`py_modules`); the `platform/` folder is
+  package. From a source checkout it is built into a wheel whose `audiostyle/` folder is shipped with
+  the job's runtime environment (`py_modules`); the `platform/` folder is
   never put on anyone's path, since as a top-level `platform` it would shadow the standard library.
   An installed (non-editable) package is assumed to be in the cluster's image as well.
 - Storage: every node writes checkpoints to `storage_path`, so on a multi-node cluster a plain local
@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -137,25 +138,33 @@ def build_wheel(out_dir: str | Path, source: Path | None = None) -> Path:
 
 
 def cluster_runtime_env(threads: int) -> dict[str, Any]:
-    """The job runtime environment for a cluster: thread caps plus the package as a wheel when needed."""
+    """The job runtime environment for a cluster: thread caps plus the package when running from source."""
     from audiostyle.platform.training.ray_workarounds import SETUP_HOOK
 
     env: dict[str, Any] = {"env_vars": worker_env_vars(threads), "worker_process_setup_hook": SETUP_HOOK}
-    wheel = package_wheel()
-    if wheel is not None:
-        env["py_modules"] = [str(wheel)]
+    package = package_for_cluster()
+    if package is not None:
+        env["py_modules"] = [str(package)]
     return env
 
 
-def package_wheel() -> Path | None:
-    """The wheel to ship to a cluster when running from a source checkout, else None (the package
-    installed in the cluster's image is used)."""
+def package_for_cluster() -> Path | None:
+    """The `audiostyle` folder of a freshly built wheel, to ship as a py_module when running from a source
+    checkout; None for an installed package (the cluster's image is assumed to hold it too).
+
+    The wheel's contents are shipped rather than the .whl itself: Ray installs a py_modules wheel with
+    `pip install --target`, dependencies included, so every node would download torch (GBs) and a second
+    Ray that shadows its own. Unpacked, the folder lands on the workers' path and nothing else changes.
+    """
     if source_checkout() is None:
         logger.info("using the audiostyle installed in the cluster's image")
         return None
-    wheel = build_wheel(tempfile.mkdtemp(prefix="audiostyle-wheel-"))
-    logger.info("shipping %s to the cluster through the runtime environment", wheel.name)
-    return wheel
+    out = Path(tempfile.mkdtemp(prefix="audiostyle-package-"))
+    wheel = build_wheel(out / "wheel")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(out / "unpacked", [n for n in archive.namelist() if n.startswith("audiostyle/")])
+    logger.info("shipping %s (unpacked) to the cluster through the runtime environment", wheel.name)
+    return out / "unpacked" / "audiostyle"
 
 
 def ensure_ray(address: str | None, *, num_cpus: int, num_gpus: int | None = None, threads: int = 1) -> bool:
