@@ -16,8 +16,11 @@ Address forms: `auto` (this machine is a node: RAY_ADDRESS, else the cluster Ray
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -58,6 +61,15 @@ class ClusterAddress:
     @property
     def loopback(self) -> bool:
         return self.host in LOOPBACK_NAMES or self.host.startswith("127.")
+
+
+class _DropRecords(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def parse_address(address: str) -> ClusterAddress:
@@ -113,9 +125,9 @@ def unreachable_message(target: ClusterAddress, reason: str, waited_s: float, at
     else:
         checks.append("the head runs the dashboard (`ray start --head --dashboard-host 0.0.0.0`, needs ray[default])")
     if target.loopback:
-        checks.append(f"{target.host} is used as given: Ray alone would rewrite a loopback address into this "
+        checks.append(f"{target.host} is used as given (Ray alone rewrites a loopback address into this "
                       "machine's outward address, where a head started with --node-ip-address 127.0.0.1 does "
-                      "not listen; on this machine, that head's own address is the one to use")
+                      "not listen): a head on this machine must listen on loopback, or give its outward address")
     checks.append("no firewall between here and the head drops the port")
     lines = [f"cannot reach a Ray cluster at --address {target.given}: tried {what[target.kind]} "
              f"{target.for_ray} {attempts} time(s) over {waited_s:.0f} s; last result: {reason}", "  check:"]
@@ -170,9 +182,16 @@ def connect(address: str, *, runtime_env: Callable[[], dict[str, Any]],
 
     # ray.init retries a port that accepts TCP but is not a GCS for many minutes: bound it by the deadline
     thread = threading.Thread(target=init, name="ray-init", daemon=True)
-    thread.start()
-    thread.join(max(5.0, timeout_s - probed_s))
+    quiet = _DropRecords("SIGTERM handler is not set")  # set below, from the main thread, as ray.init would
+    logging.getLogger("ray._private.worker").addFilter(quiet)
+    try:
+        thread.start()
+        thread.join(max(5.0, timeout_s - probed_s))
+    finally:
+        logging.getLogger("ray._private.worker").removeFilter(quiet)
     if "ok" in outcome:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # exit through atexit: ray.shutdown
         return target
     reason = (f"{type(outcome['error']).__name__}: {str(outcome['error']).splitlines()[0]}" if "error" in outcome
               else "the port accepts connections but ray.init got no answer from a Ray cluster there")
