@@ -48,10 +48,14 @@ def test_asha_stops_weak_trials_and_best_yaml_trains(ray_local, tiny_config, tmp
     from audiostyle.platform.sweeps.driver import run_sweep
     from audiostyle.platform.training.driver import run_training
 
-    cfg, raw = sweep_config(tiny_config, grace_period=2)
+    # Reduction factor 3 with the first rung at step 2 and max_t = 6 steps gives ASHA one rung that can
+    # stop a trial early, step 2 (the next one, 2 x 3 = 6, is the last step). With factor 2 there was a
+    # rung at step 4 too, where the GOOD_LR / 2 trial was stopped whenever trial 0 reported step 4 first.
+    cfg, raw = sweep_config(tiny_config, grace_period=2, reduction_factor=3)
     # Two learning trials first, then two that cannot learn. A non-learning trial starts only once a
-    # learning one has passed the first rung (step 2), so the rung's median is already below it: with
-    # values {good}, {good, good}, {good, bad} or {good, good, bad} recorded, bad > median -> stopped.
+    # learning one has passed the rung (step 2), so the rung's cutoff (its 67th percentile, in ASHA's
+    # better-is-higher terms) is already above it: with {good}, {good, good}, {good, bad} or
+    # {good, good, bad} recorded, a bad value falls below the cutoff -> stopped at step 2.
     points = [{"optim.lr": GOOD_LR}, {"optim.lr": GOOD_LR / 2}, {"optim.lr": BAD_LR}, {"optim.lr": BAD_LR}]
     result = run_sweep(cfg, raw, initial_points=points)
     rows = {r.number: r for r in result.report.rows}

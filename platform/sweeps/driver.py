@@ -10,7 +10,10 @@ open_sweep_study (resume, requeue, seed), run_trials (Ray + Tuner), write_report
 - Sampling: OptunaSearch over the define-by-run `SearchSpace.suggest`, seeded multivariate grouped TPE with
   constant liar (parallel trials do not get near-identical proposals), capped by a ConcurrencyLimiter.
 - Storage: the study lives in an Optuna journal file in the sweep folder (safe with several writers,
-  unlike SQLite); trial i trains as run `trial_{i:04d}` under `<storage>/<sweep name>/`.
+  unlike SQLite); trial i trains as run `trial_{i:04d}` under `<storage>/<sweep name>/`. On an object
+  store (s3://, gs://) the trials' runs and Tune's state go there, while the journal, which needs a
+  file (sweep.storage), and the report (ledger, results.csv, best.yaml, plots) go to a folder named
+  after the sweep beside that journal file.
 - Early stopping: one objective -> ASHA on `step`, first rung no earlier than the latest end of the first
   (reconstruction) phase, so the jump in the losses at a phase switch is never pruned as a regression;
   several objectives -> FIFO (OptunaSearch ignores intermediate results then) and a Pareto front.
@@ -35,7 +38,7 @@ from ray import tune
 from audiostyle.platform.config.cross_checks import sweep_objectives
 from audiostyle.platform.config.schema import ExperimentConfig
 from audiostyle.platform.core.errors import ConfigError
-from audiostyle.platform.core.locations import absolute_location, is_url
+from audiostyle.platform.core.locations import absolute_location, is_url, join_location, open_storage
 from audiostyle.platform.sweeps.report import SweepReport, write_report
 from audiostyle.platform.sweeps.space import SearchSpace, asha_grace_period
 from audiostyle.platform.sweeps.study import (
@@ -86,8 +89,9 @@ class SweepPlan:
     max_concurrent: int
     grace_period: int | None  # ASHA's first rung; None with several objectives (no ASHA then)
     name: str
-    sweep_dir: Path
+    sweep_dir: Path  # local: the journal (by default), the ledger and the report
     journal: Path
+    runs_location: str  # the trials' Train runs and Tune's state: the sweep folder, or an object-store URI
 
 
 def sweep_name(cfg: ExperimentConfig) -> str:
@@ -139,13 +143,19 @@ def plan_sweep(cfg: ExperimentConfig, raw_config: dict[str, Any], *, num_trials:
         raise ConfigError("num_trials and max_concurrent must be >= 1", path="sweep")
     grace = asha_grace_period(cfg, space) if len(metrics) == 1 else None
     name = sweep_name(cfg)
-    storage = storage_path or cfg.run.storage_path
-    sweep_dir = Path(absolute_location(storage)) / name
-    if is_url(storage) and cfg.sweep.storage is None:
-        raise ConfigError("the Optuna journal needs a file path: set sweep.storage to a shared folder's file",
-                          path="sweep.storage")
-    journal = Path(cfg.sweep.storage) if cfg.sweep.storage else sweep_dir / JOURNAL_NAME
-    return SweepPlan(cfg, space, metrics, modes, total, concurrent, grace, name, sweep_dir, journal)
+    storage = absolute_location(storage_path or cfg.run.storage_path)
+    if is_url(storage):
+        if cfg.sweep.storage is None:
+            raise ConfigError(f"runs go to the object store {storage}, but the Optuna journal needs a file",
+                              path="sweep.storage",
+                              hint="set sweep.storage to a file on a folder every resume can reach, e.g. "
+                                   "sweep.storage=/nfs/sweeps/curriculum.journal")
+        journal = Path(absolute_location(cfg.sweep.storage))
+        return SweepPlan(cfg, space, metrics, modes, total, concurrent, grace, name, journal.parent / name, journal,
+                         join_location(storage, name))
+    sweep_dir = Path(storage) / name
+    journal = Path(absolute_location(cfg.sweep.storage)) if cfg.sweep.storage else sweep_dir / JOURNAL_NAME
+    return SweepPlan(cfg, space, metrics, modes, total, concurrent, grace, name, sweep_dir, journal, str(sweep_dir))
 
 
 def open_sweep_study(plan: SweepPlan, *, resume: bool, initial_points: list[dict[str, Any]] | None) -> int:
@@ -183,6 +193,15 @@ def make_scheduler(plan: SweepPlan) -> Any:
                          stop_last_trials=False)
 
 
+def count_folders(location: str, prefix: str) -> int:
+    """Folders directly under `location` (a local folder or an object-store URI) whose name starts with prefix."""
+    import pyarrow.fs
+
+    fs, root = open_storage(location)
+    entries = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    return sum(1 for e in entries if e.type == pyarrow.fs.FileType.Directory and e.base_name.startswith(prefix))
+
+
 def make_tuner(plan: SweepPlan, trials: int, workers: int) -> Any:
     """A fresh Tuner for `trials` more trials; each invocation gets its own `tune_NN/` folder."""
     from ray.tune.search import ConcurrencyLimiter
@@ -193,14 +212,14 @@ def make_tuner(plan: SweepPlan, trials: int, workers: int) -> Any:
                             mode=plan.modes[0] if single else plan.modes,
                             sampler=make_sampler(plan.cfg.sweep.seed, plan.total_trials),
                             study_name=plan.name, storage=journal_storage(plan.journal))
-    tune_run = f"tune_{len(list(plan.sweep_dir.glob('tune_*'))):02d}"
-    trainable = tune.with_parameters(run_trial, space=plan.space, sweep_dir=str(plan.sweep_dir), workers=workers)
+    tune_run = f"tune_{count_folders(plan.runs_location, 'tune_'):02d}"
+    trainable = tune.with_parameters(run_trial, space=plan.space, sweep_dir=plan.runs_location, workers=workers)
     return tune.Tuner(
         tune.with_resources(trainable, {"CPU": TRIAL_DRIVER_CPUS}),
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent),
                                     scheduler=make_scheduler(plan), num_samples=trials,
                                     trial_dirname_creator=trial_dirname),
-        run_config=tune.RunConfig(name=tune_run, storage_path=str(plan.sweep_dir), callbacks=[
+        run_config=tune.RunConfig(name=tune_run, storage_path=plan.runs_location, callbacks=[
             TrialLedger(plan.sweep_dir / LEDGER_NAME), PlacementGroupReaper()],
             failure_config=tune.FailureConfig(max_failures=1), verbose=1),
     )
@@ -214,7 +233,7 @@ def run_trials(plan: SweepPlan, trials: int, *, address: str | None, workers_per
     workers = workers_per_trial or cfg.scaling.num_workers
     ensure_ray(address, num_cpus=plan.max_concurrent * workers * max(1, cfg.scaling.cpus_per_worker))
     if address is not None:
-        check_shared_storage(str(plan.sweep_dir))
+        check_shared_storage(plan.runs_location)
     return make_tuner(plan, trials, workers).fit()
 
 
@@ -230,6 +249,7 @@ def run_sweep(cfg: ExperimentConfig, raw_config: dict[str, Any], *, address: str
     """
     plan = plan_sweep(cfg, raw_config, num_trials=num_trials, max_concurrent=max_concurrent,
                       storage_path=storage_path)
+    plan.sweep_dir.mkdir(parents=True, exist_ok=True)
     remaining = open_sweep_study(plan, resume=resume, initial_points=initial_points)
     results = run_trials(plan, remaining, address=address, workers_per_trial=workers_per_trial) if remaining else None
     study = open_study(plan.journal, plan.name, plan.modes, create=True)

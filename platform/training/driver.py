@@ -24,13 +24,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from audiostyle.platform.config.field_domains import worker_range
 from audiostyle.platform.config.schema import ExperimentConfig, to_dict
 from audiostyle.platform.core.errors import ConfigError
-from audiostyle.platform.core.locations import absolute_location, is_url, join_location
+from audiostyle.platform.core.locations import absolute_location, is_url, join_location, open_storage
 from audiostyle.platform.training.curriculum import Curriculum
 from audiostyle.platform.training.ray_runtime import (
     check_shared_storage,
@@ -193,7 +192,7 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, workers: 
     loop_config = build_loop_config(cfg, storage_path=plan.storage, name=plan.name, overrides_note=overrides_note,
                                     test_hooks=test_hooks, workers=(plan.min_workers, plan.max_workers))
     trainer = make_trainer(cfg, plan, loop_config, callbacks)
-    resumed = not is_url(plan.storage) and any(Path(plan.location).glob(RAY_SNAPSHOT_GLOB))
+    resumed = has_snapshot(plan.location)
     logger.info("%s run %r: %s %s worker(s)%s, checkpoints under %s", "resuming" if resumed else "starting",
                 plan.name, plan.workers_text, "GPU" if plan.use_gpu else "CPU",
                 " (elastic: the global batch is that of the maximum)" if plan.elastic else "", plan.location)
@@ -206,6 +205,17 @@ def run_training(cfg: ExperimentConfig, *, address: str | None = None, workers: 
     print(summary(result, plan.storage, plan.name, loop_config["tensorboard_dir"], cfg.train.checkpoint_metric,
                   cfg.train.checkpoint_mode), flush=True)
     return result
+
+
+def has_snapshot(location: str) -> bool:
+    """Whether Ray Train left its checkpoint record in a run folder (local or object store): a resume."""
+    import fnmatch
+
+    import pyarrow.fs
+
+    fs, root = open_storage(location)
+    entries = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    return any(fnmatch.fnmatch(e.base_name, RAY_SNAPSHOT_GLOB) for e in entries)
 
 
 def summary(result: Any, storage: str, name: str, tensorboard_dir: str | None, metric: str, mode: str) -> str:
