@@ -23,6 +23,8 @@ COMMAND_MODULES = (
     "quickstart",
     "data",
     "train",
+    "submit",
+    "jobs",
     "sweep",
     "checkpoints",
     "transfer",

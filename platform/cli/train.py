@@ -38,6 +38,8 @@ examples:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from audiostyle.platform.cli.submit import add_options
+
     p = sub.add_parser("train", help="train an experiment YAML on Ray Train (local or cluster)",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiment", metavar="EXPERIMENT.yaml", help="experiment file (see experiments/)")
@@ -48,16 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="Ray cluster to run on: 'auto' (this node is part of a cluster), the head's GCS "
                         "address HOST:6379, or a Ray Client address; with --submit, the dashboard's "
                         "http://HOST:8265; default: start a fresh local Ray in this process")
-    p.add_argument("--workers", type=worker_count, metavar="N|MIN-MAX",
-                   help="training workers, or an elastic range (default: scaling.num_workers)")
-    p.add_argument("--resize-every", type=float, metavar="SECONDS",
-                   help="elastic runs: how often a healthy group checks whether more workers fit (default 60)")
     p.add_argument("--submit", action="store_true",
                    help="submit as a Ray Job to the dashboard at --address instead of training from here")
-    p.add_argument("--gpu", action="store_true", default=None, help="one GPU per worker (default: scaling.use_gpu)")
-    p.add_argument("--storage", metavar="PATH", help="where runs are stored: a folder or s3://, gs:// URI "
-                                                    "(default: run.storage_path)")
-    p.add_argument("--name", help="run name (default: run.name or the experiment name); same name = resume")
+    add_options(p)
     p.set_defaults(func=run)
 
 

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "glusterfs", "cephfs", "ceph",
                        "fuse.s3fs", "fuse.gcsfuse", "fuse.juicefs", "fuse.sshfs", "9p", "efs"}
 SHARED_STORAGE_ENV = "AUDIOSTYLE_SHARED_STORAGE"  # set to 1 to vouch that a local-looking path is shared
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray in the entrypoint process of a Ray Job
 
 
 def worker_env_vars(threads: int) -> dict[str, str]:
@@ -142,6 +143,10 @@ def cluster_runtime_env(threads: int) -> dict[str, Any]:
     from audiostyle.platform.training.ray_workarounds import SETUP_HOOK
 
     env: dict[str, Any] = {"env_vars": worker_env_vars(threads), "worker_process_setup_hook": SETUP_HOOK}
+    if os.environ.get(JOB_CONFIG_ENV):
+        # inside a Ray Job (audiostyle submit): the job's runtime env already carries the package, and
+        # Ray refuses to merge a second py_modules into it
+        return env
     package = package_for_cluster()
     if package is not None:
         env["py_modules"] = [str(package)]
