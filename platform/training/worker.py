@@ -13,9 +13,8 @@ Resume is exact on CPU: a checkpoint holds the step, optimizer and scheduler sta
 states, and the data position is a pure function of the step (the loader is set to the epoch and the
 first batches already consumed are skipped), so a resumed run takes the same batches as one never stopped.
 
-An elastic run restarts its ranks with another world size after a node is lost or comes back; what
-depends on the size (micro-batches per step for a constant global batch, each rank's data stream, the
-validation split, the size history) follows worker_scaling.py, and the checkpoint records it.
+An elastic run restarts its ranks with another world size after a node is lost or returns; what depends
+on the size follows worker_scaling.py (global batch, data streams, validation split, size history).
 
 `loop_config`: {"config": to_dict(cfg), "tensorboard_dir": str | None, "overrides": str | None,
 "test_hooks": WorkerTestHooks (tests only, see test_hooks.py)}.
@@ -364,8 +363,7 @@ class WorkerLoop:
         losses = {k: v for k, v in logged.items() if k.startswith("train/") and k != "train/loss"}
         low, high = worker_range(self.cfg.scaling.num_workers)
         self.log.progress(progress_line(self.cfg.run_name, self.step, self.cfg.train.max_steps, phase.name, losses,
-                                        logged["train/loss"], meter.rate(), lr,
-                                        workers=self.world if low < high else None))
+                                        logged["train/loss"], meter.rate(), lr, workers=self.world if low < high else None))
         self.log.scalars(self.step, {**logged, "lr": lr, "phase_index": phase.index, **self.scale.metrics(),
                                      **{f"weight/{k}": v for k, v in phase.weights.items()}})
 
