@@ -44,8 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("experiment", metavar="EXPERIMENT.yaml", help="experiment file with a `sweep:` block")
     p.add_argument("overrides", nargs="*", metavar="a.b=c",
                    help="config overrides as dotted paths, values parsed as YAML (e.g. train.max_steps=300)")
-    p.add_argument("--address", metavar="auto|ray://HOST:PORT",
-                   help="Ray cluster to run on; default: start a local Ray in this process")
+    p.add_argument("--address", metavar="auto|HOST:PORT|ray://HOST:PORT",
+                   help="Ray cluster to run on (the head's GCS address HOST:6379, Ray Client, or auto); "
+                        "default: start a fresh local Ray in this process")
     p.add_argument("--resume", action="store_true",
                    help="continue the sweep already in the sweep folder (finished trials are not repeated)")
     p.add_argument("--trials", type=positive_int, metavar="N", help="trials in total (default: sweep.num_trials)")
