@@ -44,7 +44,6 @@ from audiostyle.platform.checkpoints.format import (
     restore_rng_state,
     save_checkpoint,
 )
-from audiostyle.platform.config.field_domains import worker_range
 from audiostyle.platform.config.loader import config_from_dict
 from audiostyle.platform.config.schema import ExperimentConfig, to_dict
 from audiostyle.platform.core.errors import CheckpointError
@@ -133,7 +132,7 @@ class WorkerLoop:
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.device = ray.train.torch.get_device()
         self.curriculum = Curriculum.from_config(cfg)
-        self.scale = WorldScale.derive(world=self.world, max_workers=worker_range(cfg.scaling.num_workers)[1],
+        self.scale = WorldScale.derive(world=self.world, num_workers=cfg.scaling.num_workers,
                                        grad_accum=cfg.optim.grad_accum, batch_size=cfg.data.batch_size)
         self.accum = self.scale.grad_accum  # more micro-batches per step on a smaller elastic group
         self.position = DataPosition(0, 0, self.world)
@@ -361,9 +360,9 @@ class WorkerLoop:
 
     def _log_progress(self, logged: dict[str, float], phase: PhaseState, lr: float, meter: ProgressMeter) -> None:
         losses = {k: v for k, v in logged.items() if k.startswith("train/") and k != "train/loss"}
-        low, high = worker_range(self.cfg.scaling.num_workers)
+        elastic = isinstance(self.cfg.scaling.num_workers, list)  # a range: say how many workers this step had
         self.log.progress(progress_line(self.cfg.run_name, self.step, self.cfg.train.max_steps, phase.name, losses,
-                                        logged["train/loss"], meter.rate(), lr, workers=self.world if low < high else None))
+                                        logged["train/loss"], meter.rate(), lr, workers=self.world if elastic else None))
         self.log.scalars(self.step, {**logged, "lr": lr, "phase_index": phase.index, **self.scale.metrics(),
                                      **{f"weight/{k}": v for k, v in phase.weights.items()}})
 

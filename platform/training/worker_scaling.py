@@ -28,6 +28,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from audiostyle.platform.config.field_domains import worker_range
+
 
 def micro_batches_per_step(grad_accum: int, max_workers: int, world: int) -> int:
     """Micro-batches each rank accumulates per optimizer step, so that the global batch of `max_workers`
@@ -84,9 +86,10 @@ class WorldScale:
     batch_size: int  # per micro-batch, per rank
 
     @classmethod
-    def derive(cls, *, world: int, max_workers: int, grad_accum: int, batch_size: int) -> WorldScale:
-        return cls(world, max(max_workers, world), micro_batches_per_step(grad_accum, max(max_workers, world), world),
-                   batch_size)
+    def derive(cls, *, world: int, num_workers: int | list[int], grad_accum: int, batch_size: int) -> WorldScale:
+        """The scale of a `world`-rank group of a run configured with `num_workers` (N or [min, max])."""
+        high = max(worker_range(num_workers)[1], world)
+        return cls(world, high, micro_batches_per_step(grad_accum, high, world), batch_size)
 
     @property
     def global_batch(self) -> int:
