@@ -121,13 +121,14 @@ def test_cli_rerun_resumes_and_training_lowers_val_recon(ray_local, demo_root, t
     out = capsys.readouterr().out
     assert f"{tmp_path / 'cli'}" in out and "tensorboard --logdir" in out
     # the same command with a longer run continues the same run from its step-2 checkpoint
-    assert main([*args, "train.max_steps=30", "train.val_every=30", *flags]) == 0
-    assert "step 30" in capsys.readouterr().out
-    assert sorted(p.name for p in (tmp_path / "cli").glob("step_*")) == ["step_00000002", "step_00000030"]
+    assert main([*args, "train.max_steps=50", "train.val_every=50", *flags]) == 0
+    assert "step 50" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "cli").glob("step_*")) == ["step_00000002", "step_00000050"]
     early, late = (json.loads((tmp_path / "cli" / f"step_{s:08d}" / "state.json").read_text())
-                   for s in (2, 30))
-    assert late["overrides"].endswith("train.val_every=30")
-    # 28 more steps of reconstruction on the demo audio: the validation reconstruction error drops
+                   for s in (2, 50))
+    assert late["overrides"].endswith("train.val_every=50")
+    # 48 more steps of reconstruction on the demo audio (the paired demo's narrower pitch range takes a
+    # few more than 28 to clear the bar reliably): the validation reconstruction error drops
     before, after = early["metrics"], late["metrics"]
     assert after["val/recon_teacher_forced"] < 0.8 * before["val/recon_teacher_forced"], (before, after)
     assert after["val/recon"] < before["val/recon"]
