@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from audiostyle.platform.config.loader import load_experiment, load_raw
+from audiostyle.platform.config.loader import load_experiment, load_resolved
 from audiostyle.platform.core.errors import ConfigError
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -50,7 +50,7 @@ def test_local_paths_are_pinned_to_the_working_directory(tmp_path, monkeypatch):
 
 
 def test_whole_string_reference_keeps_type(tmp_path):
-    raw, _ = load_raw(write(tmp_path, {"train": {"val_every": "${train.log_every}"}}))
+    raw, _ = load_resolved(write(tmp_path, {"train": {"val_every": "${train.log_every}"}}))
     assert raw["train"]["val_every"] == raw["train"]["log_every"] and isinstance(raw["train"]["val_every"], int)
 
 
@@ -62,7 +62,7 @@ def test_override_may_set_a_schema_field_the_yaml_leaves_out():
 
 
 def test_plus_override_adds_a_key(tmp_path):
-    raw, _ = load_raw(BASE, ["+sweep.metric=val/recon"])
+    raw, _ = load_resolved(BASE, ["+sweep.metric=val/recon"])
     assert raw["sweep"] == {"metric": "val/recon"}
 
 

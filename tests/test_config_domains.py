@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from audiostyle.platform.checking.checked_load import load_checked_experiment
 from audiostyle.platform.config import schema
 from audiostyle.platform.config.loader import load_experiment
 from audiostyle.platform.core.errors import ConfigError
@@ -115,7 +116,7 @@ def test_sweep_block_is_checked_when_the_experiment_loads(change, path, message,
     else:
         where = SWEEP
     with pytest.raises(ConfigError) as info:
-        load_experiment(where, change)
+        load_checked_experiment(where, change)
     assert info.value.field_path.startswith(path) and message in str(info.value)
 
 
@@ -133,10 +134,18 @@ COMPONENT_BAD = [
 @pytest.mark.parametrize("overrides,path,message", COMPONENT_BAD, ids=[b[2][:24] for b in COMPONENT_BAD])
 def test_component_arguments_are_checked_before_anything_runs(overrides, path, message):
     with pytest.raises(ConfigError) as info:
-        load_experiment(BASE, overrides)
+        load_checked_experiment(BASE, overrides)
     assert info.value.field_path == path and message in str(info.value)
     if "." not in path.removeprefix("model."):  # a whole-component error names every file that set it
         assert "base/model.yaml" in str(info.value) and "command line" in str(info.value)
+
+
+def test_the_loader_builds_nothing_and_the_checked_load_builds_the_model():
+    """config/ is foundation: its loader checks fields and signatures only; building is platform/checking/'s."""
+    overrides = ["model.style_encoder.num_heads=3"]
+    assert load_experiment(BASE, overrides).model.style_encoder["num_heads"] == 3
+    with pytest.raises(ConfigError, match="must split into 3 heads"):
+        load_checked_experiment(BASE, overrides)
 
 
 def test_validate_catches_a_shape_error_without_ray_or_memory(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from audiostyle.platform.config.loader import load_raw
+from audiostyle.platform.config.loader import load_resolved
 from audiostyle.platform.config.schema import PhaseConfig, parse_experiment
 from audiostyle.platform.core.errors import ConfigError
 from audiostyle.platform.training.curriculum import Curriculum
@@ -82,7 +82,7 @@ def test_boundaries_that_leave_a_phase_empty_are_rejected():
 
 def test_default_experiment_has_the_research_four_phases():
     # parsed without component validation: this checks the curriculum, not the model catalog
-    cfg = parse_experiment(load_raw(EXPERIMENTS / "piano_violin.yaml")[0])
+    cfg = parse_experiment(load_resolved(EXPERIMENTS / "piano_violin.yaml")[0])
     cur = Curriculum.from_config(cfg)
     assert [p.name for p in cur.phases] == ["reconstruction", "disentanglement", "contrastive", "adversarial"]
     assert [cur.at(b - 1).train_discriminator for b in cur.boundaries] == [False, False, False, True]

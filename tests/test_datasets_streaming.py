@@ -11,7 +11,7 @@ import torch
 
 from audiostyle.datasets.ingest import add_instrument
 from audiostyle.datasets.streaming import instrument_quotas, make_loader
-from audiostyle.platform.config.loader import load_raw
+from audiostyle.platform.config.loader import load_resolved
 from audiostyle.platform.config.schema import parse_experiment
 from audiostyle.platform.core.errors import ConfigError, DataError
 
@@ -38,7 +38,7 @@ def data_root(tmp_path_factory) -> Path:
 
 def make_cfg(root: Path, *overrides: str, instruments=("piano", "violin")):
     """A typed config from the quickstart YAML (data fields only matter here; no components are built)."""
-    raw, _ = load_raw(EXPERIMENTS / "quickstart.yaml",
+    raw, _ = load_resolved(EXPERIMENTS / "quickstart.yaml",
                       [f"data.root={root}", f"data.sample_rate={SR}", "data.segment_seconds=0.5",
                        "data.batch_size=4", "data.steps_per_epoch=5", "data.val_batches=3",
                        "data.shuffle_buffer=8", *overrides])

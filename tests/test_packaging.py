@@ -47,6 +47,16 @@ def test_every_platform_subpackage_is_a_listed_regular_package():
         assert name in listed, f"{name} is not listed in pyproject [tool.setuptools] packages"
 
 
+def test_every_platform_subpackage_is_on_the_readme_layout_map():
+    """The README's Layout block names each folder under platform/ (the map a newcomer reads first)."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):readme.index("## Architecture")]
+    folders = sorted(d.name for d in (ROOT / "platform").iterdir() if (d / "__init__.py").is_file())
+    assert "checking" in folders and "preflight.py" not in {p.name for p in (ROOT / "platform" / "config").iterdir()}
+    missing = [name for name in folders if f"\n  {name}/" not in layout]
+    assert not missing, f"platform/ folders missing from the README's Layout: {missing}"
+
+
 def test_wheel_holds_every_module_of_the_tree_and_nothing_else(tmp_path):
     """The wheel shipped to clusters: every source module, every listed package, no stale module from
     an earlier layout (an in-tree build/lib keeps those) and no top-level `platform`."""

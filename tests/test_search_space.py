@@ -12,7 +12,7 @@ import optuna
 import pytest
 import yaml
 
-from audiostyle.platform.config.loader import config_from_dict, load_experiment, load_raw
+from audiostyle.platform.config.loader import config_from_dict, load_experiment, load_resolved
 from audiostyle.platform.core.errors import ConfigError
 from audiostyle.platform.sweeps.driver import asha_grace_period
 from audiostyle.platform.sweeps.report import write_report
@@ -26,7 +26,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 @pytest.fixture(scope="module")
 def sweep_raw() -> dict:
-    raw, _ = load_raw(EXPERIMENTS / "sweep_curriculum.yaml", ["train.max_steps=40"])
+    raw, _ = load_resolved(EXPERIMENTS / "sweep_curriculum.yaml", ["train.max_steps=40"])
     return raw
 
 
@@ -70,7 +70,7 @@ def test_wildcard_sets_the_weight_in_every_phase_using_the_term(sweep_raw):
 def test_conditional_entry_is_skipped_when_its_term_is_off(sweep_raw):
     space = SearchSpace.from_config(sweep_raw)
     assert all("curriculum.phases.*.weights.adversarial" in s for s in draw(space, 5))
-    ablation, _ = load_raw(EXPERIMENTS / "ablations" / "no_adversarial.yaml")
+    ablation, _ = load_resolved(EXPERIMENTS / "ablations" / "no_adversarial.yaml")
     ablation["sweep"] = copy.deepcopy(sweep_raw["sweep"])
     space = SearchSpace.from_config(ablation)
     samples = draw(space, 5)

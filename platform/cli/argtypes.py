@@ -1,5 +1,5 @@
 """argparse value types for numeric options, with their domains, so `--chunk-seconds 0` or
-`--overlap-seconds -1` stops at parse time with a one-line message instead of being ignored or
+`--overlap-seconds -1` (or `--workers 2-x`) stops at parse time with a one-line message instead of being ignored or
 failing later with a traceback.
 
 Only argparse is imported here (the CLI's help must stay instant; tests/test_layout.py checks it).
@@ -35,3 +35,14 @@ positive_minutes = _number(float, 0, True, " minutes")
 positive_number = _number(float, 0, True, "")
 positive_int = _number(int, 1, False, "")
 non_negative_int = _number(int, 0, False, "")
+
+
+def worker_count(text: str) -> int | tuple[int, int]:
+    """`N` or `MIN-MAX` (argparse type of --workers, shared by `train` and `submit`)."""
+    try:
+        if "-" in text:
+            low, high = (int(part) for part in text.split("-", 1))
+            return (low, high) if low != high else low
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN-MAX (e.g. 4 or 2-4), got {text!r}") from None

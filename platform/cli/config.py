@@ -54,13 +54,13 @@ def _experiment_files(paths: list[str]) -> list[str]:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from audiostyle.platform.config.loader import load_experiment
+    from audiostyle.platform.checking.checked_load import load_checked_experiment
     from audiostyle.platform.core.errors import ConfigError
 
     bad = 0
     for f in _experiment_files(args.paths):
         try:
-            cfg = load_experiment(f, args.override)
+            cfg = load_checked_experiment(f, args.override)
         except ConfigError as exc:
             bad += 1
             print(f"INVALID {exc}")
@@ -73,10 +73,10 @@ def run_validate(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     import yaml
 
-    from audiostyle.platform.config.loader import load_experiment
+    from audiostyle.platform.checking.checked_load import load_checked_experiment
     from audiostyle.platform.config.schema import to_dict
 
-    cfg = load_experiment(args.path, args.overrides)
+    cfg = load_checked_experiment(args.path, args.overrides)
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False, width=110), end="")
     return 0
 

@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
     from audiostyle.datasets.paired import load_paired_test
     from audiostyle.platform.bundles.export import export_bundle
+    from audiostyle.platform.checking.checked_load import load_checked_experiment as load_experiment
     from audiostyle.platform.checkpoints.index import best_checkpoint
-    from audiostyle.platform.config.loader import load_experiment
     from audiostyle.platform.core.errors import ConfigError
     from audiostyle.platform.core.output_paths import check_output_folder
     from audiostyle.platform.data.prepare import prepare_demo

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from audiostyle.platform.cli.argtypes import worker_count
+
 DESCRIPTION = """\
 Submit an experiment to a Ray cluster as a Ray Job and print its id. The job trains on the cluster
 exactly as `audiostyle train` would there, and keeps running when this terminal closes.
@@ -26,8 +28,6 @@ examples:
 
 def add_options(p: argparse.ArgumentParser) -> None:
     """Options `submit` shares with `train` (which submits with --submit)."""
-    from audiostyle.platform.cli.train import worker_count
-
     p.add_argument("--workers", type=worker_count, metavar="N|MIN-MAX",
                    help="training workers, or an elastic range (default: scaling.num_workers)")
     p.add_argument("--gpu", action="store_true", default=None, help="one GPU per worker (default: scaling.use_gpu)")
@@ -49,14 +49,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def submit_from_args(args: argparse.Namespace) -> int:
-    from audiostyle.platform.config.loader import load_experiment
+    from audiostyle.platform.checking.checked_load import load_checked_experiment
     from audiostyle.platform.core.errors import ConfigError
     from audiostyle.platform.training.jobs import submit_training
 
     if not args.address:
         raise ConfigError("submitting needs the cluster's dashboard address", path="--address",
                           hint="--address http://HEAD:8265")
-    cfg = load_experiment(args.experiment, args.overrides)
+    cfg = load_checked_experiment(args.experiment, args.overrides)
     job_id, run = submit_training(cfg, args.address, name=args.name, storage=args.storage, workers=args.workers,
                                   use_gpu=args.gpu, resize_every_s=args.resize_every,
                                   note=" ".join(args.overrides) or None)

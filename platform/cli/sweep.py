@@ -60,16 +60,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from audiostyle.platform.config.loader import load_experiment_with_raw
+    from audiostyle.platform.checking.checked_load import read_checked_experiment
     from audiostyle.platform.core.errors import ConfigError
     from audiostyle.platform.sweeps.driver import run_sweep
 
-    experiment = load_experiment_with_raw(args.experiment, args.overrides)
+    experiment = read_checked_experiment(args.experiment, args.overrides)
     if experiment.config.sweep is None:
         raise ConfigError("no `sweep:` block: add one (see experiments/sweep_curriculum.yaml)",
                           file=args.experiment, path="sweep")
     try:
-        result = run_sweep(experiment.config, experiment.raw, address=args.address, resume=args.resume,
+        result = run_sweep(experiment.config, experiment.resolved, address=args.address, resume=args.resume,
                            num_trials=args.trials, workers_per_trial=args.workers_per_trial,
                            max_concurrent=args.max_concurrent, storage_path=args.storage, plots=not args.no_plots)
     except ConfigError as exc:

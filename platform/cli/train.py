@@ -56,17 +56,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def worker_count(text: str) -> int | tuple[int, int]:
-    """`N` or `MIN-MAX` (argparse type of --workers)."""
-    try:
-        if "-" in text:
-            low, high = (int(part) for part in text.split("-", 1))
-            return (low, high) if low != high else low
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected N or MIN-MAX (e.g. 4 or 2-4), got {text!r}") from None
-
-
 def run(args: argparse.Namespace) -> int:
     if args.submit:
         from audiostyle.platform.cli.submit import submit_from_args
@@ -74,10 +63,10 @@ def run(args: argparse.Namespace) -> int:
         return submit_from_args(args)
     import logging
 
-    from audiostyle.platform.config.loader import load_experiment
+    from audiostyle.platform.checking.checked_load import load_checked_experiment
     from audiostyle.platform.training.driver import TrainingFailed, run_training
 
-    cfg = load_experiment(args.experiment, args.overrides)
+    cfg = load_checked_experiment(args.experiment, args.overrides)
     note = " ".join(args.overrides) or None
     logging.getLogger("audiostyle").info("training %s (%s)", args.experiment, note or "no overrides")
     try:

@@ -4,7 +4,13 @@ One file is one experiment. `defaults: [base/model.yaml, ...]` lists files (rela
 names them) merged in order beneath it; mappings merge key by key, everything else is replaced. Command
 line overrides `a.b=c` then apply (values parsed as YAML), and `${a.b}` references resolve last, so
 an override of `data.root` moves every path built from it. Every field remembers the file that set it,
-so errors name the file as well as the dotted path. Nothing here builds a model or starts Ray.
+so errors name the file as well as the dotted path. Nothing here builds a model or starts Ray: the
+checks that need a build (the model on the meta device, the `sweep:` block) are platform/checking/'s,
+which calls `read_experiment` first.
+
+The mapping the YAML becomes once composed, overridden, referenced and pinned is called `resolved`
+everywhere (here, in checking/ and in sweeps/): the typed config is parsed from it, and a sweep applies
+its samples to it by dotted path.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from audiostyle.platform.config.dotted_paths import COMMAND_LINE, get_path, schema_has_path, set_path
-from audiostyle.platform.config.preflight import preflight
 from audiostyle.platform.config.safe_yaml import YamlSyntaxError, load_yaml_text
 from audiostyle.platform.config.schema import ExperimentConfig, ModelConfig, parse_experiment
 from audiostyle.platform.core.errors import ConfigError, did_you_mean
@@ -52,11 +57,23 @@ class ComposedConfig:
         return self.root_file
 
 
+def _not_a_file(path: Path, role: str = "") -> str | None:
+    """Why `path` cannot be read as a YAML file (None when it can be): missing, or a directory; `role`
+    ("default") says which kind of file the message is about."""
+    prefix = f"{role} " if role else ""
+    if path.is_dir():
+        return f"{prefix}{path} is a directory: a YAML file is needed here, not a folder"
+    if not path.is_file():
+        return f"{prefix}file not found: {path}"
+    return None
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Load one YAML file into a mapping (config/safe_yaml.py: duplicate keys, alias bombs and deep nesting
     refused, `1e-3` read as a number), with errors that name the file and line."""
-    if not path.is_file():
-        raise ConfigError(f"file not found: {path}", hint="check the path; `defaults:` entries are relative to the file naming them")
+    problem = _not_a_file(path)
+    if problem:
+        raise ConfigError(problem, hint="check the path; `defaults:` entries are relative to the file naming them")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -109,8 +126,9 @@ def compose(path: str | Path, _stack: tuple[Path, ...] = ()) -> ComposedConfig:
     out = ComposedConfig({}, {}, str(path))
     for i, rel in enumerate(defaults):
         base_path = path.parent / rel
-        if not base_path.is_file():
-            raise ConfigError(f"default file not found: {base_path}", file=str(path), path=f"defaults.{i}",
+        problem = _not_a_file(base_path, "default")
+        if problem:
+            raise ConfigError(problem, file=str(path), path=f"defaults.{i}",
                               hint="paths in `defaults:` are relative to the file that lists them")
         base = compose(base_path, (*_stack, resolved))
         for key, file in base.origin.items():
@@ -223,17 +241,17 @@ def absolutize_paths(data: dict[str, Any], cwd: Path | None = None) -> dict[str,
     return data
 
 
-def load_raw(path: str | Path, overrides: Iterable[str] = ()) -> tuple[dict[str, Any], ComposedConfig]:
-    """Compose, override, resolve references and pin local paths; returns the plain resolved mapping."""
+def load_resolved(path: str | Path, overrides: Iterable[str] = ()) -> tuple[dict[str, Any], ComposedConfig]:
+    """Compose, override, resolve references and pin local paths: the resolved mapping, and its origins."""
     composed = compose(path)
     apply_overrides(composed, overrides)
     return absolutize_paths(resolve_references(composed)), composed
 
 
-def config_from_dict(data: dict[str, Any], *, file: str = "") -> ExperimentConfig:
+def config_from_dict(resolved: dict[str, Any], *, file: str = "") -> ExperimentConfig:
     """Typed, component-checked config from an already resolved mapping (a checkpoint's or a sweep's)."""
     try:
-        cfg = parse_experiment(data)
+        cfg = parse_experiment(resolved)
         validate_components(cfg)
     except ConfigError as exc:
         raise exc.located(file) from None
@@ -246,7 +264,7 @@ class LoadedExperiment:
     sweep applies its samples to that mapping by dotted path), and which file set each field."""
 
     config: ExperimentConfig
-    raw: dict[str, Any]
+    resolved: dict[str, Any]
     composed: ComposedConfig
 
     def locate(self, exc: ConfigError) -> ConfigError:
@@ -254,21 +272,18 @@ class LoadedExperiment:
         return exc.located(self.composed.file_for(exc.field_path))
 
 
-def load_experiment_with_raw(path: str | Path, overrides: Iterable[str] = ()) -> LoadedExperiment:
-    """The typed, fully validated config of an experiment YAML plus overrides, with its raw mapping."""
-    resolved, composed = load_raw(path, overrides)
+def read_experiment(path: str | Path, overrides: Iterable[str] = ()) -> LoadedExperiment:
+    """An experiment YAML plus overrides: its typed config (schema, rules and component signatures
+    checked), the resolved mapping and each field's file. Nothing is built (platform/checking/ builds)."""
+    resolved, composed = load_resolved(path, overrides)
     try:
         cfg = parse_experiment(resolved)
         validate_components(cfg)
     except ConfigError as exc:
         raise exc.located(composed.file_for(exc.field_path)) from None
-    try:
-        preflight(cfg, resolved)  # the model on the meta device, the sweep block: before any Ray starts
-    except ConfigError as exc:  # about a whole component: name every file that set its arguments
-        raise exc.located(", ".join(composed.files_under(exc.field_path))) from None
     return LoadedExperiment(cfg, resolved, composed)
 
 
 def load_experiment(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
-    """The typed, fully validated config of an experiment YAML plus overrides."""
-    return load_experiment_with_raw(path, overrides).config
+    """The typed config of an experiment YAML plus overrides, as `read_experiment` checks it."""
+    return read_experiment(path, overrides).config

@@ -1,8 +1,9 @@
 """The baseline a user would reach for: transcribe the input to notes, play the notes on the target instrument.
 
 Transcription is Spotify's Basic Pitch: its ONNX model (`nmp.onnx`, 230 KB) ships inside the basic-pitch
-wheel and runs on onnxruntime. Its metadata pins TensorFlow, which it does not need for the ONNX model,
-hence `pip install --no-deps basic-pitch` in the set-up command. Re-rendering uses the demo's own renderer
+wheel and runs on onnxruntime. Its metadata pins TensorFlow (and resampy<0.4.3), which the ONNX model does
+not need, hence `pip install --no-deps basic-pitch` in the set-up command, after audiostyle so that pip's
+resolver never checks those pins. Re-rendering uses the demo's own renderer
 with the training SoundFont and the target instrument's General MIDI program, the very samples the
 paired targets were rendered with, so the baseline's distance to the target is as small as a
 transcription allows. It exists for the demo instruments only: one added from recordings has no preset.

@@ -129,14 +129,14 @@ class TrialLedger(tune.Callback):
         self._write(trial, "ERROR")
 
 
-def plan_sweep(cfg: ExperimentConfig, raw_config: dict[str, Any], *, num_trials: int | None,
+def plan_sweep(cfg: ExperimentConfig, resolved: dict[str, Any], *, num_trials: int | None,
                max_concurrent: int | None, storage_path: str | None) -> SweepPlan:
     """Check the sweep block and the space against the experiment, and settle where the sweep lives."""
     if cfg.sweep is None:
         raise ConfigError("the experiment has no `sweep:` block (see experiments/sweep_curriculum.yaml)",
                           path="sweep")
     metrics, modes = objectives(cfg)
-    space = SearchSpace.from_config(raw_config)
+    space = SearchSpace.from_config(resolved)
     total = num_trials if num_trials is not None else cfg.sweep.num_trials
     concurrent = max_concurrent or cfg.sweep.max_concurrent
     if total < 1 or concurrent < 1:
@@ -237,17 +237,17 @@ def run_trials(plan: SweepPlan, trials: int, *, address: str | None, workers_per
     return make_tuner(plan, trials, workers).fit()
 
 
-def run_sweep(cfg: ExperimentConfig, raw_config: dict[str, Any], *, address: str | None = None,
+def run_sweep(cfg: ExperimentConfig, resolved: dict[str, Any], *, address: str | None = None,
               resume: bool = False, num_trials: int | None = None, workers_per_trial: int | None = None,
               max_concurrent: int | None = None, storage_path: str | None = None,
               initial_points: list[dict[str, Any]] | None = None, plots: bool = True) -> SweepResult:
     """Run (or resume) the experiment's sweep; returns where it lives, what ran and the report.
 
-    raw_config: the resolved mapping `cfg` was validated from (`LoadedExperiment.raw`); samples are
+    resolved: the resolved mapping `cfg` was validated from (`LoadedExperiment.resolved`); samples are
     applied to it by path. initial_points: samples ({path: value}) to try first, e.g. the defaults;
     used only by a new sweep.
     """
-    plan = plan_sweep(cfg, raw_config, num_trials=num_trials, max_concurrent=max_concurrent,
+    plan = plan_sweep(cfg, resolved, num_trials=num_trials, max_concurrent=max_concurrent,
                       storage_path=storage_path)
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
     remaining = open_sweep_study(plan, resume=resume, initial_points=initial_points)

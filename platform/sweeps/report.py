@@ -154,7 +154,8 @@ def write_csv(path: Path, header: list[str], body: list[list[str]]) -> None:
 
 
 def best_config(row: TrialRow, space: SearchSpace) -> dict[str, Any]:
-    """The config the best trial trained with: its checkpoint's config.yaml, else base + its sample."""
+    """The config the best trial trained with: its checkpoint's config.yaml, else the sweep's resolved
+    mapping with its sample."""
     if row.checkpoint_path and (Path(row.checkpoint_path) / "config.yaml").is_file():
         return yaml.safe_load((Path(row.checkpoint_path) / "config.yaml").read_text())
     return space.apply_dict(row.sample)
@@ -164,9 +165,9 @@ def write_best_yaml(path: Path, row: TrialRow, space: SearchSpace, *, sweep_name
                     metrics: list[str], modes: list[str]) -> Path:
     """The best trial's config as a runnable experiment (validated before it is written)."""
     data = best_config(row, space)
-    data["name"] = f"{space.base['name']}_best"
+    data["name"] = f"{space.resolved['name']}_best"
     data["run"] = {**data.get("run", {}), "name": None,
-                   "storage_path": space.base.get("run", {}).get("storage_path", "runs")}
+                   "storage_path": space.resolved.get("run", {}).get("storage_path", "runs")}
     data["sweep"] = None  # the result of a sweep, not a sweep: training it runs one experiment
     config_from_dict(data, file=str(path))
     scores = ", ".join(f"{m} = {_fmt(v)} ({mode})" for m, v, mode in zip(metrics, row.values, modes))

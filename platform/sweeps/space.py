@@ -1,6 +1,6 @@
 """The sweep search space: the `sweep.space` block parsed, checked against the experiment, sampled, applied.
 
-Each entry maps a dotted config path to a domain, optionally conditional:
+Each entry maps a dotted config path to a range or a list of choices, optionally conditional:
 
     optim.lr:                       {float: [1.0e-4, 1.0e-3], log: true}
     model.decoder.num_layers:       {int: [1, 4]}
@@ -16,7 +16,7 @@ sampled, in YAML order). A `*` segment matches every item holding the rest of th
 Curriculum boundaries (`curriculum.phases.K.until`) are never drawn independently: each is drawn as a
 position in [0, 1] between one step after the previous boundary and the latest step that still leaves
 every later phase a step, so each sample is a valid phase order. They are sampled in whole steps and
-written back in the unit of their domain (fractions of train.max_steps if hi <= 1, else step counts).
+written back in the unit of their range (fractions of train.max_steps if hi <= 1, else step counts).
 
 Everything here is pure (no Ray, nothing built): the whole space is checked against the experiment when it
 is parsed, and `suggest` works with any `optuna.Trial` as an Optuna define-by-run function.
@@ -48,7 +48,7 @@ _FORBIDDEN = ("sweep", "run", "train.max_steps", "name")
 
 
 @dataclass(frozen=True)
-class Domain:
+class SpaceEntry:
     """One searched entry: a config path (maybe with `*`), its kind and range or choices, its condition."""
 
     path: str
@@ -93,7 +93,7 @@ class Domain:
         return value
 
 
-def _parse_entry(path: str, spec: Any) -> Domain:
+def _parse_entry(path: str, spec: Any) -> SpaceEntry:
     where = f"sweep.space.{path}"
     if not isinstance(spec, dict):
         raise ConfigError(f"expected a mapping such as {{float: [lo, hi]}}, got {spec!r}", path=where)
@@ -117,7 +117,7 @@ def _parse_entry(path: str, spec: Any) -> Domain:
             raise ConfigError(f"choice needs a non-empty list, got {value!r}", path=f"{where}.choice")
         if log:
             raise ConfigError("log applies to float and int ranges, not to a choice", path=f"{where}.log")
-        return Domain(path, kind, choices=tuple(value), when=when)
+        return SpaceEntry(path, kind, choices=tuple(value), when=when)
     number = int if kind == "int" else (int, float)
     if not isinstance(value, list) or len(value) != 2:
         raise ConfigError(f"{kind} needs a range [lo, hi], got {value!r}", path=f"{where}.{kind}")
@@ -131,7 +131,7 @@ def _parse_entry(path: str, spec: Any) -> Domain:
         raise ConfigError(f"the range [{low}, {high}] is empty: lo must be below hi", path=f"{where}.{kind}")
     if log and low <= 0:
         raise ConfigError(f"a log range needs lo > 0, got {low}", path=f"{where}.{kind}")
-    return Domain(path, kind, low=low, high=high, log=log, when=when)
+    return SpaceEntry(path, kind, low=low, high=high, log=log, when=when)
 
 
 def condition_holds(data: dict[str, Any], when: str | dict[str, Any] | None) -> bool:
@@ -158,96 +158,97 @@ def condition_holds(data: dict[str, Any], when: str | dict[str, Any] | None) -> 
 
 
 class SearchSpace:
-    """A checked search space over one experiment's resolved config mapping (`base`)."""
+    """A checked search space over one experiment's resolved config mapping (`resolved`)."""
 
-    def __init__(self, space: dict[str, Any], base: dict[str, Any]):
-        self.base = copy.deepcopy(base)
+    def __init__(self, space: dict[str, Any], resolved: dict[str, Any]):
+        self.resolved = copy.deepcopy(resolved)
         parsed = [_parse_entry(str(path), spec) for path, spec in space.items()]
-        self.domains = [d for d in parsed if d.phase is None]
+        # entries drawn on their own; boundaries are drawn in phase order, each after the one before
+        self.independent = [d for d in parsed if d.phase is None]
         self.boundaries = sorted((d for d in parsed if d.phase is not None), key=lambda d: d.phase)
-        for dom in parsed:
-            self._check_path(dom)
-        for dom in self.boundaries:
-            self._check_boundary_domain(dom)
+        for entry in parsed:
+            self._check_path(entry)
+        for entry in self.boundaries:
+            self._check_boundary_entry(entry)
         self._check_boundary_order()
-        for dom in self.domains:
-            self._check_values(dom)
+        for entry in self.independent:
+            self._check_values(entry)
 
     @classmethod
-    def from_config(cls, raw: dict[str, Any]) -> SearchSpace:
+    def from_config(cls, resolved: dict[str, Any]) -> SearchSpace:
         """The space of a resolved experiment mapping's `sweep.space` block."""
-        space = (raw.get("sweep") or {}).get("space") or {}
+        space = (resolved.get("sweep") or {}).get("space") or {}
         if not space:
             raise ConfigError("the experiment has no search space: add a `sweep:` block with `space:` entries "
                               "(see experiments/sweep_curriculum.yaml)", path="sweep.space")
-        return cls(space, raw)
+        return cls(space, resolved)
 
     @property
-    def entries(self) -> list[Domain]:
-        return [*self.domains, *self.boundaries]
+    def entries(self) -> list[SpaceEntry]:
+        return [*self.independent, *self.boundaries]
 
     @property
     def paths(self) -> list[str]:
         return [d.path for d in self.entries]
 
     # ------------------------------------------------------------------ checks
-    def _check_path(self, dom: Domain) -> None:
-        where = f"sweep.space.{dom.path}"
-        if any(dom.path == f or dom.path.startswith(f + ".") for f in _FORBIDDEN):
+    def _check_path(self, entry: SpaceEntry) -> None:
+        where = f"sweep.space.{entry.path}"
+        if any(entry.path == f or entry.path.startswith(f + ".") for f in _FORBIDDEN):
             raise ConfigError("this field cannot be searched: trials must share one budget, storage and sweep",
                               path=where, hint="set it outside `sweep.space` (or on the command line)")
-        if isinstance(dom.when, str):
-            self._require(dom.when, f"{where}.when")
-        elif isinstance(dom.when, dict):
-            for path in dom.when:
+        if isinstance(entry.when, str):
+            self._require(entry.when, f"{where}.when")
+        elif isinstance(entry.when, dict):
+            for path in entry.when:
                 if path not in self.paths:
                     self._require(path, f"{where}.when")
-        if dom.phase is not None and dom.when is not None:
+        if entry.phase is not None and entry.when is not None:
             raise ConfigError("curriculum boundaries cannot be conditional", path=f"{where}.when")
-        if "*" in dom.path.split("."):
-            if not expand_path(self.base, dom.path) and condition_holds(self.base, dom.when):
+        if "*" in entry.path.split("."):
+            if not expand_path(self.resolved, entry.path) and condition_holds(self.resolved, entry.when):
                 raise ConfigError("the pattern matches no field of the experiment", path=where)
         else:
-            self._require(dom.path, where)
+            self._require(entry.path, where)
 
     def _require(self, path: str, where: str) -> None:
         try:
-            get_path(self.base, path)
+            get_path(self.resolved, path)
         except KeyError:
             try:  # set_path names the first missing key and its closest existing siblings
-                set_path(copy.deepcopy(self.base), path, None)
+                set_path(copy.deepcopy(self.resolved), path, None)
             except ConfigError as exc:
                 raise ConfigError(f"{path!r} is not a field of the experiment ({exc.field_path}: {exc.reason})",
                                   path=where) from None
             raise ConfigError(f"{path!r} is not a field of the experiment", path=where) from None
 
-    def _check_values(self, dom: Domain) -> None:
+    def _check_values(self, entry: SpaceEntry) -> None:
         """Apply each range end (or each choice) alone and validate, so type errors surface now."""
-        values = list(dom.choices) if dom.kind == "choice" else [dom.low, dom.high]
+        values = list(entry.choices) if entry.kind == "choice" else [entry.low, entry.high]
         for value in values:
             try:
-                self.apply({dom.path: value})
+                self.apply({entry.path: value})
             except ConfigError as exc:
                 raise ConfigError(f"the value {value!r} does not fit the experiment: {exc.reason}",
-                                  path=f"sweep.space.{dom.path}") from None
+                                  path=f"sweep.space.{entry.path}") from None
 
-    def _check_boundary_domain(self, dom: Domain) -> None:
-        where = f"sweep.space.{dom.path}"
-        if dom.kind == "choice" or dom.log:
+    def _check_boundary_entry(self, entry: SpaceEntry) -> None:
+        where = f"sweep.space.{entry.path}"
+        if entry.kind == "choice" or entry.log:
             raise ConfigError("a phase boundary takes a plain range {float: [lo, hi]} or {int: [lo, hi]}",
                               path=where)
-        if dom.low < 1 < dom.high or (dom.kind == "int" and dom.low <= 1):
-            raise ConfigError(f"the range [{dom.low}, {dom.high}] mixes units: boundaries <= 1 are fractions "
+        if entry.low < 1 < entry.high or (entry.kind == "int" and entry.low <= 1):
+            raise ConfigError(f"the range [{entry.low}, {entry.high}] mixes units: boundaries <= 1 are fractions "
                               "of train.max_steps, larger ones step counts", path=where)
 
     # ------------------------------------------------------------------ boundaries
     @staticmethod
-    def _steps_range(dom: Domain, max_steps: int) -> tuple[int, int]:
-        scale = max_steps if dom.high <= 1 else 1
-        return math.ceil(dom.low * scale - 1e-9), math.floor(dom.high * scale + 1e-9)
+    def _steps_range(entry: SpaceEntry, max_steps: int) -> tuple[int, int]:
+        scale = max_steps if entry.high <= 1 else 1
+        return math.ceil(entry.low * scale - 1e-9), math.floor(entry.high * scale + 1e-9)
 
-    def _walk_boundaries(self, data: dict[str, Any], choose: Callable[[Domain, int, int], int]) -> dict[int, int]:
-        """Each searched phase's end step, phase by phase, as `choose(domain, earliest, latest)` picks it.
+    def _walk_boundaries(self, data: dict[str, Any], choose: Callable[[SpaceEntry, int, int], int]) -> dict[int, int]:
+        """Each searched phase's end step, phase by phase, as `choose(entry, earliest, latest)` picks it.
 
         earliest is one step after the previous phase's end (as chosen), latest the last step that still
         leaves every later phase a step. Returns {phase index: end step} in phase order; ConfigError
@@ -273,61 +274,61 @@ class SearchSpace:
             if k not in searched:
                 previous = fixed[k]
                 continue
-            dom = searched[k]
-            earliest = max(self._steps_range(dom, max_steps)[0], previous + 1)
+            entry = searched[k]
+            earliest = max(self._steps_range(entry, max_steps)[0], previous + 1)
             if earliest > latest[k]:
                 raise ConfigError(
-                    f"the range [{dom.low}, {dom.high}] leaves no valid boundary: after the previous phase "
+                    f"the range [{entry.low}, {entry.high}] leaves no valid boundary: after the previous phase "
                     f"(step {previous}) it must end by step {latest[k]} so later phases keep a step "
-                    f"(train.max_steps={max_steps})", path=f"sweep.space.{dom.path}",
+                    f"(train.max_steps={max_steps})", path=f"sweep.space.{entry.path}",
                     hint="widen the range or move the neighbouring boundaries")
-            chosen[k] = previous = choose(dom, earliest, latest[k])
+            chosen[k] = previous = choose(entry, earliest, latest[k])
         return chosen
 
     def _check_boundary_order(self) -> None:
         """Raise when the boundary ranges admit no valid phase order (the earliest choices are the test)."""
-        self._walk_boundaries(self.base, lambda dom, earliest, latest: earliest)
+        self._walk_boundaries(self.resolved, lambda entry, earliest, latest: earliest)
 
     def latest_first_phase_end(self) -> int:
         """The latest step at which the first phase can end under any sample (ASHA's earliest fair rung)."""
-        ends = self._walk_boundaries(self.base, lambda dom, earliest, latest: latest)
-        phases = self.base["curriculum"]["phases"]
-        return ends.get(0, boundary_step(float(phases[0]["until"]), int(self.base["train"]["max_steps"])))
+        ends = self._walk_boundaries(self.resolved, lambda entry, earliest, latest: latest)
+        phases = self.resolved["curriculum"]["phases"]
+        return ends.get(0, boundary_step(float(phases[0]["until"]), int(self.resolved["train"]["max_steps"])))
 
     def _suggest_boundaries(self, trial: Any, data: dict[str, Any]) -> dict[str, Any]:
         """Draw each searched boundary as a position in [0, 1] between its earliest and latest step."""
         max_steps = int(data["train"]["max_steps"])
 
-        def draw(dom: Domain, earliest: int, latest: int) -> int:
-            return earliest + int(round(trial.suggest_float(dom.param_name, 0.0, 1.0) * (latest - earliest)))
+        def draw(entry: SpaceEntry, earliest: int, latest: int) -> int:
+            return earliest + int(round(trial.suggest_float(entry.param_name, 0.0, 1.0) * (latest - earliest)))
 
         by_phase = {d.phase: d for d in self.boundaries}
         sample: dict[str, Any] = {}
         for k, step in self._walk_boundaries(data, draw).items():
-            dom = by_phase[k]
-            # written back in the unit of the domain: a fraction of max_steps if hi <= 1, else a step count
-            value: Any = step if dom.kind == "int" else (step / max_steps if dom.high <= 1 else float(step))
-            set_path(data, dom.path, value)
-            sample[dom.path] = value
+            entry = by_phase[k]
+            # written back in the unit of the entry's range: a fraction of max_steps if hi <= 1, else a step count
+            value: Any = step if entry.kind == "int" else (step / max_steps if entry.high <= 1 else float(step))
+            set_path(data, entry.path, value)
+            sample[entry.path] = value
         return sample
 
     # ------------------------------------------------------------------ sampling
     def suggest(self, trial: Any) -> dict[str, Any]:
         """Optuna define-by-run: draw every active entry; returns {path: config value}."""
-        data = copy.deepcopy(self.base)
+        data = copy.deepcopy(self.resolved)
         sample: dict[str, Any] = {}
-        for dom in self.domains:
-            if not condition_holds(data, dom.when):
+        for entry in self.independent:
+            if not condition_holds(data, entry.when):
                 continue
-            if dom.kind == "choice":
-                label = trial.suggest_categorical(dom.param_name, dom.labels)
-                value = dom.choices[dom.labels.index(label)]
-            elif dom.kind == "int":
-                value = trial.suggest_int(dom.param_name, int(dom.low), int(dom.high), log=dom.log)
+            if entry.kind == "choice":
+                label = trial.suggest_categorical(entry.param_name, entry.labels)
+                value = entry.choices[entry.labels.index(label)]
+            elif entry.kind == "int":
+                value = trial.suggest_int(entry.param_name, int(entry.low), int(entry.high), log=entry.log)
             else:
-                value = trial.suggest_float(dom.param_name, float(dom.low), float(dom.high), log=dom.log)
-            self._set(data, dom.path, value)
-            sample[dom.path] = value
+                value = trial.suggest_float(entry.param_name, float(entry.low), float(entry.high), log=entry.log)
+            self._set(data, entry.path, value)
+            sample[entry.path] = value
         sample.update(self._suggest_boundaries(trial, data))
         return sample
 
@@ -337,8 +338,8 @@ class SearchSpace:
             set_path(data, concrete, copy.deepcopy(value))
 
     def apply_dict(self, sample: dict[str, Any]) -> dict[str, Any]:
-        """The base mapping with a sample's values set (not validated)."""
-        data = copy.deepcopy(self.base)
+        """The resolved mapping with a sample's values set (not validated)."""
+        data = copy.deepcopy(self.resolved)
         for path, value in sample.items():
             if path not in self.paths:
                 raise ConfigError(f"{path!r} is not an entry of the search space ({', '.join(self.paths)})",

@@ -65,7 +65,7 @@ def prepare_resume(study: Any) -> tuple[int, list[int]]:
 
 def optuna_params(space: SearchSpace, sample: dict[str, Any]) -> dict[str, Any]:
     """A {path: config value} point as the parameters Optuna records for it (to enqueue it)."""
-    by_path = {d.path: d for d in space.domains}
+    by_path = {d.path: d for d in space.independent}
     for path in sample:
         if path not in by_path:
             raise ConfigError(f"{path!r} cannot be given as a starting point: only plain entries of the space "

@@ -46,9 +46,9 @@ def run_trial(config: dict[str, Any], *, space: SearchSpace, sweep_dir: str, wor
     from audiostyle.platform.training.driver import run_training
 
     sample = {p: config[p] for p in space.paths if p in config}
-    data = space.apply_dict(sample)
-    set_path(data, "run.name", config[RUN_NAME_KEY], create=True)  # absent when the YAML leaves it out
-    set_path(data, "run.storage_path", sweep_dir, create=True)
-    cfg = config_from_dict(data)
+    resolved = space.apply_dict(sample)
+    set_path(resolved, "run.name", config[RUN_NAME_KEY], create=True)  # absent when the YAML leaves it out
+    set_path(resolved, "run.storage_path", sweep_dir, create=True)
+    cfg = config_from_dict(resolved)
     run_training(cfg, workers=workers, storage_path=sweep_dir, name=config[RUN_NAME_KEY],
                  callbacks=[TuneReportCallback()])

@@ -95,12 +95,12 @@ def bench_per_file(files: list[Path]) -> float:
 
 def bench_loader(dirs: dict[str, Path], segments: int, crop_seconds: float, workers: int) -> float:
     from audiostyle.datasets.streaming import make_loader
-    from audiostyle.platform.config.loader import load_raw
+    from audiostyle.platform.config.loader import load_resolved
     from audiostyle.platform.config.schema import parse_experiment
 
     experiments = Path(__file__).resolve().parents[2] / "experiments"
     batch = 8
-    raw, _ = load_raw(experiments / "quickstart.yaml",
+    raw, _ = load_resolved(experiments / "quickstart.yaml",
                       [f"data.sample_rate={SR}", f"data.segment_seconds={crop_seconds}", f"data.batch_size={batch}",
                        f"data.steps_per_epoch={max(1, segments // batch)}", "data.shuffle_buffer=64",
                        f"data.loader_workers={workers}"])

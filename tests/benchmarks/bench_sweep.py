@@ -58,14 +58,14 @@ def main() -> None:
 
     import ray
 
-    from audiostyle.platform.config.loader import config_from_dict, load_experiment, load_raw
+    from audiostyle.platform.config.loader import config_from_dict, load_experiment, load_resolved
     from audiostyle.platform.sweeps.driver import run_sweep
     from audiostyle.platform.training.driver import run_training
     from audiostyle.platform.training.ray_runtime import start_local_ray, worker_env_vars
 
     start_local_ray(4, env_vars={**worker_env_vars(1), "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600"})
     common = [f"data.root={data}", f"run.storage_path={out / 'runs'}", *SMALL]
-    raw, _ = load_raw(ROOT / "experiments" / "sweep_curriculum.yaml",
+    raw, _ = load_resolved(ROOT / "experiments" / "sweep_curriculum.yaml",
                       [*common, f"train.max_steps={args.steps}", f"train.val_every={max(1, args.steps // 3)}"])
     cfg = config_from_dict(raw)
     start = time.perf_counter()
