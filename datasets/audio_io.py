@@ -1,4 +1,6 @@
-"""Audio in and out for datasets: decode (paths or bytes), mono, resample, loudness, silence, FLAC encode.
+"""Audio files in and out, for every caller: decode (paths or bytes), mono, resample, loudness, silence,
+FLAC encode, and the two helpers inference/ and evaluation/ share: reading a clip to transfer
+(`read_input_clip`) and writing an output file atomically (`write_audio_atomic`).
 
 Every decode failure becomes an `AudioFileError` (a DataError) naming the file and one of the problem
 kinds in `PROBLEM_KINDS`, so ingest can record why a file was skipped and the loader can say which
@@ -14,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from audiostyle.platform.core.atomic_files import atomic_write
 from audiostyle.platform.core.errors import DataError
+from audiostyle.platform.core.output_paths import make_output_folder
 
 # Extensions libsndfile 1.1+ decodes. m4a/aac/wma are absent on purpose: soundfile cannot read them.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf")
@@ -30,6 +34,9 @@ MIN_SILENCE_SECONDS = 0.5
 # Active audio is scaled to this RMS level, then pulled down if its peak would pass PEAK_LIMIT_DB.
 TARGET_RMS_DB = -20.0
 PEAK_LIMIT_DB = -1.0
+# A clip to transfer is refused below this peak (-80 dBFS): it holds no notes. Far below SILENT_PEAK_DB,
+# because a quiet recording is still worth transferring, whereas ingest wants training material.
+SILENT_INPUT_PEAK = 1e-4
 FRAME = 2048  # ~93 ms at 22.05 kHz: long enough to average over a vibrato cycle
 HOP = 512
 
@@ -200,3 +207,37 @@ def encode_flac(wave: np.ndarray, sr: int, subtype: str = "PCM_16") -> bytes:
     buf = io.BytesIO()
     sf.write(buf, np.clip(wave, -1.0, 1.0), sr, format="FLAC", subtype=subtype)
     return buf.getvalue()
+
+
+def to_rate_float32(audio: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
+    """`resample` with float32 in and out, whatever dtype the caller's array has."""
+    return np.asarray(resample(np.asarray(audio, dtype=np.float32), sr, sample_rate), dtype=np.float32)
+
+
+def read_input_clip(path: str | Path, sample_rate: int) -> np.ndarray:
+    """A file to transfer as mono float32 at `sample_rate`; DataError naming the file if unusable or silent.
+
+    Unlike `read_audio` (the file as it is), this refuses silence and resamples."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such audio file")
+    audio, sr = read_audio(path)  # AudioFileError (a DataError) names the file and the problem
+    peak = float(np.max(np.abs(audio)))
+    if peak < SILENT_INPUT_PEAK:
+        raise DataError(f"{path}: silent: the audio is silent (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS); "
+                        "there are no notes to transfer")
+    return to_rate_float32(audio, sr, sample_rate)
+
+
+def write_audio_atomic(path: Path, audio: np.ndarray, sample_rate: int, *, option: str = "-o/--out") -> Path:
+    """Write 16-bit WAV/FLAC (by suffix) under a temporary name in the same folder, then rename; `option`
+    is the command-line option that chose the folder, for the message when it cannot be made."""
+    make_output_folder(path.parent, option=option)
+    peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
+    if peak > 0.999:  # a decoder can overshoot; scale rather than clip, which would add distortion
+        audio = audio * (0.99 / peak)
+    fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
+    try:
+        return atomic_write(path, lambda tmp: sf.write(tmp, audio, sample_rate, subtype="PCM_16", format=fmt))
+    except (OSError, sf.LibsndfileError) as exc:  # a full disk, a folder made read-only mid-run
+        raise DataError(f"{path}: cannot be written ({exc}); free space or choose another {option} folder") from None

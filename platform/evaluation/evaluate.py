@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from audiostyle.datasets.audio_io import to_rate_float32, write_audio_atomic
 from audiostyle.platform.core.atomic_files import write_json_atomic
 from audiostyle.platform.core.errors import DataError, did_you_mean
 from audiostyle.platform.evaluation.classifier import TimbreClassifier
@@ -31,7 +32,7 @@ from audiostyle.platform.evaluation.degradations import CHECKS
 from audiostyle.platform.evaluation.metrics import METRICS, content_and_fidelity
 from audiostyle.platform.evaluation.transcribe_rerender import DESCRIPTION as TRANSCRIBE_DESCRIPTION
 from audiostyle.platform.evaluation.transcribe_rerender import SYSTEM as TRANSCRIBE
-from audiostyle.platform.inference.transfer import Transferer, to_rate_float32, write_audio_atomic
+from audiostyle.platform.inference.transfer import Transferer
 
 if TYPE_CHECKING:
     from audiostyle.datasets.paired import PairedItem

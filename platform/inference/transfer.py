@@ -5,7 +5,8 @@ and put back together by overlap-add with a Hann (sin^2/cos^2) crossfade. The tw
 one, so where neighbouring chunks agree the seam is invisible, and where they differ the output moves
 from one to the other smoothly instead of jumping. Files are read with soundfile (wav, flac, ogg, mp3),
 mixed to mono, resampled to the model rate, checked (unreadable, empty, silent -> DataError naming the
-file) before anything is written, and each output is written under a temporary name then renamed.
+file) before anything is written, and each output is written under a temporary name then renamed (the
+file helpers live in datasets/audio_io.py, which evaluation/ uses too).
 Outputs never collide: a file found in an input folder keeps its path relative to that folder, and two
 inputs that would still write one output (song.wav and song.flac, or two folders holding the same
 names) stop the run before anything is written, as does an output folder that cannot be written.
@@ -24,9 +25,9 @@ import numpy as np
 import torch
 
 from audiostyle.datasets import audio_io
-from audiostyle.platform.core.atomic_files import atomic_write
+from audiostyle.datasets.audio_io import read_input_clip, to_rate_float32, write_audio_atomic
 from audiostyle.platform.core.errors import ConfigError, DataError, did_you_mean
-from audiostyle.platform.core.output_paths import check_output_folder, make_output_folder
+from audiostyle.platform.core.output_paths import check_output_folder
 
 if TYPE_CHECKING:
     from audiostyle.components.timbre_transfer import TimbreTransferModel
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 LoadedBundle = tuple["TimbreTransferModel", "ExperimentConfig", dict[str, Any]]  # what load_bundle returns
 
 AUDIO_EXTENSIONS = audio_io.AUDIO_EXTENSIONS  # wav, flac, ogg, mp3 and the other formats libsndfile reads
-SILENCE_PEAK = 1e-4  # -80 dBFS: below this a file holds no notes to transfer
 DEFAULT_OVERLAP_SECONDS = 0.5  # several STFT frames of crossfade; long enough to hide chunk-edge artefacts
 MIN_CHUNK_SECONDS = 0.25  # a few dozen frames: shorter chunks are mostly crossfade and decoder warm-up
 
@@ -84,26 +84,6 @@ def overlap_add(audio: np.ndarray, process: Callable[[np.ndarray], np.ndarray], 
     return out[:n]
 
 
-def read_input_clip(path: str | Path, sample_rate: int) -> np.ndarray:
-    """A file to transfer as mono float32 at `sample_rate`; DataError naming the file if unusable or silent.
-
-    Unlike datasets.audio_io.read_audio (the file as it is), this refuses silence and resamples."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such audio file")
-    audio, sr = audio_io.read_audio(path)  # AudioFileError (a DataError) names the file and the problem
-    peak = float(np.max(np.abs(audio)))
-    if peak < SILENCE_PEAK:
-        raise DataError(f"{path}: silent: the audio is silent (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS); "
-                        "there are no notes to transfer")
-    return to_rate_float32(audio, sr, sample_rate)
-
-
-def to_rate_float32(audio: np.ndarray, sr: int, sample_rate: int) -> np.ndarray:
-    """datasets.audio_io.resample with float32 in and out, whatever dtype the caller's array has."""
-    return np.asarray(audio_io.resample(np.asarray(audio, dtype=np.float32), sr, sample_rate), dtype=np.float32)
-
-
 def plan_outputs(inputs: Iterable[str | Path], out_dir: str | Path, to: str, suffix: str = ".wav"
                  ) -> list[tuple[Path, Path]]:
     """(input file, output path) for each audio file the inputs name, in a stable order.
@@ -139,21 +119,6 @@ def plan_outputs(inputs: Iterable[str | Path], out_dir: str | Path, to: str, suf
         if dest in unique:
             raise DataError(f"the output of {sources[0]} would overwrite the input {dest}; choose another -o folder")
     return list(unique.values())
-
-
-def write_audio_atomic(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
-    """Write 16-bit WAV/FLAC (by suffix) under a temporary name in the same folder, then rename."""
-    import soundfile as sf
-
-    make_output_folder(path.parent, option="-o/--out")
-    peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
-    if peak > 0.999:  # a decoder can overshoot; scale rather than clip, which would add distortion
-        audio = audio * (0.99 / peak)
-    fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
-    try:
-        return atomic_write(path, lambda tmp: sf.write(tmp, audio, sample_rate, subtype="PCM_16", format=fmt))
-    except (OSError, sf.LibsndfileError) as exc:  # a full disk, a folder made read-only mid-run
-        raise DataError(f"{path}: cannot be written ({exc}); free space or choose another -o folder") from None
 
 
 class Transferer:
