@@ -33,6 +33,7 @@ from audiostyle.datasets import audio_io
 from audiostyle.datasets.dataset_state import Existing, merged_manifest, remove_unlisted_shards
 from audiostyle.datasets.manifest import SPLITS, write_manifest
 from audiostyle.datasets.shard_writer import ShardSequenceWriter, record_split, remove_stale_temps
+from audiostyle.platform.config.schema import check_instrument_name
 from audiostyle.platform.core.atomic_files import sha256_file
 from audiostyle.platform.core.errors import ConfigError, DataError
 from audiostyle.platform.core.folder_lock import folder_lock
@@ -43,7 +44,6 @@ DEFAULT_SEGMENT_SECONDS = 10.0
 # The loader pads crops of shorter segments; under half a segment is more padding than music.
 MIN_SEGMENT_FRACTION = 0.5
 STAGING_PREFIX = ".staging-"
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _PATH_COLUMNS = ("path", "file", "filename", "audio")
 _ID_COLUMNS = ("recording_id", "recording", "id")
 
@@ -95,9 +95,7 @@ def ingest_recordings(instrument: str, source: str | Path, out_dir: str | Path, 
     """Ingest SOURCE (folder of audio, or CSV/JSONL list) into `out_dir`, appending to the instrument
     there (`append`) or replacing it. sample_rate/segment_seconds: None keeps an appended dataset's
     (else 22050 Hz, 10 s)."""
-    if not _NAME_RE.match(instrument):
-        raise ConfigError(f"instrument name {instrument!r} must be lower-case letters, digits and '_'",
-                          path="instrument")
+    check_instrument_name(instrument, "instrument")
     for name, value in (("sample_rate", sample_rate), ("segment_seconds", segment_seconds),
                         ("shard_max_bytes", shard_max_bytes)):
         if value is not None and not value > 0:
@@ -378,8 +376,7 @@ def _write_shards(instrument: str, recordings: list[Recording], staging: Path, o
             continue
         # appending: numbered after the kept shards; replacing: from 0, reusing identical listed shards
         first = existing.first_index(split) if existing.manifest is not None else 0
-        writer = ShardSequenceWriter(out, split, shard_max_bytes, listed=existing.listed, first_index=first)
-        try:
+        with ShardSequenceWriter(out, split, shard_max_bytes, listed=existing.listed, first_index=first) as writer:
             for rec in members:
                 with open(staging / f"{rec.recording_id}.flacs", "rb") as spool:
                     for record in rec.segments:
@@ -389,10 +386,6 @@ def _write_shards(instrument: str, recordings: list[Recording], staging: Path, o
                         key = f"{rec.recording_id}__{record['segment_index']:05d}"
                         writer.write_segment(key, spool.read(length), record)
                         bar.update(1)
-            shards = writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-        record_split(manifest, split, shards)
+        record_split(manifest, split, writer.shards)
     bar.close()
     return manifest

@@ -84,6 +84,9 @@ class ShardSequenceWriter:
     name is kept as it is: re-ingesting the same input rewrites nothing. Without `listed`,
     `before_replace(path)` is called just before an existing shard is replaced by different bytes (the
     pair dataset uses it to withdraw the manifest that vouched for the old shard).
+
+    Use it as a context manager: a clean exit finishes the last shard (`shards` then lists every shard
+    written), while an exception, Ctrl-C included, drops the shard in progress so no temporary file is left.
     """
 
     def __init__(self, folder: str | Path, split: str, max_bytes: int, *, listed: Mapping[str, str] | None = None,
@@ -126,6 +129,19 @@ class ShardSequenceWriter:
         self._tar.write({"__key__": key, **members, "json": meta})
         self._count += 1
         self._seconds += float(record.get("duration_seconds", 0.0))
+
+    def __enter__(self) -> ShardSequenceWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc_type is not None:
+            self.abort()
+            return
+        try:
+            self.close()
+        except BaseException:  # finishing the last shard failed (a full disk): leave no temporary file
+            self.abort()
+            raise
 
     def close(self) -> list[ShardInfo]:
         """Finish the last shard and return every shard written, in order."""

@@ -32,13 +32,13 @@ import torch
 
 from audiostyle.datasets.audio_io import decode_bytes
 from audiostyle.datasets.manifest import MANIFEST_NAME, iter_segments, read_manifest
+from audiostyle.platform.core.artifact_files import STATS_FILE
 from audiostyle.platform.core.atomic_files import atomic_write, sha256_file
 from audiostyle.platform.core.errors import DataError
 from audiostyle.platform.core.locations import is_url
 
 logger = logging.getLogger(__name__)
 
-STATS_NAME = "stats.npz"
 DEMO_STATS_DIR = Path(__file__).resolve().parent / "demo"
 DEMO_INSTRUMENTS = ("piano", "violin", "cello")
 SETTING_KEYS = ("sample_rate", "n_fft", "hop_length", "n_cqt_bins", "bins_per_octave", "fmin")
@@ -159,7 +159,7 @@ def compute_instrument_stats(instrument_dir: str | Path, frontend: torch.nn.Modu
     running = _analyze(instrument_dir, frontend, manifest, split, max_segments, progress, batch_size)
     if running is None:
         raise DataError(f"{instrument_dir}: the '{split}' split holds no usable segments to compute statistics from")
-    return write_stats(instrument_dir / STATS_NAME, running, instrument=manifest.get("instrument", ""), split=split,
+    return write_stats(instrument_dir / STATS_FILE, running, instrument=manifest.get("instrument", ""), split=split,
                        manifest_sha256=sha256_file(instrument_dir / MANIFEST_NAME))
 
 
@@ -208,7 +208,7 @@ def _analyze(instrument_dir: Path, frontend: torch.nn.Module, manifest: dict[str
 def current_stats(instrument_dir: str | Path) -> Path | None:
     """`<instrument_dir>/stats.npz` when it summarises the shards the manifest lists now, else None
     (absent, unreadable, or computed before the manifest last changed)."""
-    path = Path(instrument_dir) / STATS_NAME
+    path = Path(instrument_dir) / STATS_FILE
     try:
         with np.load(path, allow_pickle=False) as data:
             recorded = str(data["manifest_sha256"]) if "manifest_sha256" in data.files else None
@@ -238,7 +238,7 @@ def update_default_stats(instrument_dir: str | Path, *, sample_rate: int, previo
     cost of the new audio alone. Otherwise (no, stale or other-front-end statistics) all are recomputed.
     """
     instrument_dir = Path(instrument_dir)
-    path = instrument_dir / STATS_NAME
+    path = instrument_dir / STATS_FILE
     frontend = _default_frontend(sample_rate)
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -273,11 +273,11 @@ def frontend_settings_of(cfg: Any) -> dict[str, Any]:
 
 def instrument_stats_path(name: str, data: str) -> Path | None:
     """`<data>/stats.npz` when it exists locally, else the committed `stats/demo/<name>.npz`, else None."""
-    if not is_url(data) and (Path(data) / STATS_NAME).is_file():
-        return Path(data) / STATS_NAME
+    if not is_url(data) and (Path(data) / STATS_FILE).is_file():
+        return Path(data) / STATS_FILE
     demo = DEMO_STATS_DIR / f"{name}.npz"
     if demo.is_file():
-        logger.warning("instrument %r: no %s in %s; using the committed demo statistics %s", name, STATS_NAME,
+        logger.warning("instrument %r: no %s in %s; using the committed demo statistics %s", name, STATS_FILE,
                        data, demo)
         return demo
     return None
@@ -299,7 +299,7 @@ def pooled_stats(cfg: Any) -> FeatureStats:
         path = instrument_stats_path(inst.name, inst.data)
         if path is None:
             raise DataError(
-                f"instruments.{i} ({inst.name}): no normalization statistics: neither {inst.data}/{STATS_NAME} "
+                f"instruments.{i} ({inst.name}): no normalization statistics: neither {inst.data}/{STATS_FILE} "
                 f"nor the committed {DEMO_STATS_DIR / (inst.name + '.npz')} exists. Compute them with "
                 f"`python -m audiostyle.stats.normalization_stats {inst.data}`"
             )

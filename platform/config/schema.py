@@ -1,6 +1,6 @@
 """The typed experiment config: dataclasses with defaults, and a strict converter from plain dicts.
 
-`parse_experiment(raw)` turns the composed, interpolated YAML mapping into an `ExperimentConfig`.
+`parse_experiment(resolved)` turns the composed, interpolated YAML mapping into an `ExperimentConfig`.
 Unknown keys are rejected with the closest valid key, values are type-checked, and every error carries
 the dotted field path. Cross-field rules (unique instruments, ordered curriculum phases, loss terms
 that exist) live in each section's `check` method, next to the fields they relate; the values each
@@ -37,6 +37,13 @@ ComponentSpec = dict[str, Any]  # {component: name, **kwargs}; checked against t
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
+def check_instrument_name(name: str, path: str) -> None:
+    """The one rule for an instrument's name (the experiment's list and `data add` both apply it): it
+    becomes a folder name and a YAML key, so lower-case letters, digits and '_', starting with a letter."""
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"instrument name {name!r} must be lower-case letters, digits and '_'", path=path)
+
+
 @dataclass
 class InstrumentConfig:
     """One instrument class: its name, where its shards live, and its share of every batch."""
@@ -48,9 +55,7 @@ class InstrumentConfig:
     DOMAINS: typing.ClassVar[dict[str, Domain]] = {"weight": POSITIVE}
 
     def check(self, path: str) -> None:
-        if not _NAME_RE.match(self.name):
-            raise ConfigError(f"instrument name {self.name!r} must be lower-case letters, digits and '_'",
-                              path=f"{path}.name")
+        check_instrument_name(self.name, f"{path}.name")
 
 
 @dataclass
@@ -177,8 +182,10 @@ class TrainConfig:
     }
 
 
+# ScalingSettings and RunSettings are named apart from Ray's ScalingConfig and RunConfig, which
+# training/driver.py builds from them.
 @dataclass
-class ScalingConfig:
+class ScalingSettings:
     num_workers: int | list[int] = 1  # N, or [min, max]: elastic (field_domains.worker_range, worker_scaling)
     use_gpu: bool = False
     cpus_per_worker: int = 1
@@ -187,7 +194,7 @@ class ScalingConfig:
 
 
 @dataclass
-class RunConfig:
+class RunSettings:
     storage_path: str = "runs"  # local folder, NFS path or object-store URI; shared storage on a cluster
     name: str | None = None  # default: the experiment name; a fixed name is what makes a rerun resume
     max_failures: int = 2  # worker restarts from the last checkpoint before the run is failed
@@ -230,8 +237,8 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    scaling: ScalingConfig = field(default_factory=ScalingConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+    run: RunSettings = field(default_factory=RunSettings)
     sweep: SweepConfig | None = None
 
     DOMAINS: typing.ClassVar[dict[str, Domain]] = {"seed": SEED}
@@ -278,9 +285,9 @@ class ExperimentConfig:
 # dict -> dataclass conversion
 
 
-def parse_experiment(raw: Any) -> ExperimentConfig:
-    """Validate a composed YAML mapping into the typed config; raises ConfigError with a field path."""
-    return _convert(raw, ExperimentConfig, "")
+def parse_experiment(resolved: Any) -> ExperimentConfig:
+    """Validate a resolved YAML mapping into the typed config; raises ConfigError with a field path."""
+    return _convert(resolved, ExperimentConfig, "")
 
 
 def _join(path: str, key: str | int) -> str:

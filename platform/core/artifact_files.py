@@ -21,7 +21,9 @@ from audiostyle.platform.core.errors import CheckpointError
 
 MODEL_FILE = "model.safetensors"  # weights and buffers (front-end statistics, prototypes); no pickle
 CONFIG_FILE = "config.yaml"  # the resolved experiment config the weights were trained with
-STATS_FILE = "stats.npz"  # normalization statistics (mean, std), arrays only
+# Normalization statistics: in a checkpoint or bundle the (mean, std) arrays only; in an instrument's
+# dataset folder the running moments stats/normalization_stats.py pools and updates.
+STATS_FILE = "stats.npz"
 OPTIM_FILE = "optim.pt"  # checkpoints only: optimizer/scheduler/RNG state, plain data (weights_only)
 STATE_FILE = "state.json"  # checkpoints only: step, phase, metrics, ... and the file list; written last
 BUNDLE_META_FILE = "bundle.json"  # bundles only: instruments, provenance and the file list; written last

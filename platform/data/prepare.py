@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from audiostyle.platform.core.artifact_files import STATS_FILE
 from audiostyle.platform.core.atomic_files import copy_atomic, sha256_file
 from audiostyle.platform.core.folder_lock import folder_lock
 
@@ -80,10 +81,10 @@ def regenerate_demo_stats(out_dir: str | Path | None = None, *, minutes: float |
     """Render the default demo instruments into a temporary folder and copy their statistics to
     `out_dir` (default: the committed `stats/demo/`), the fallback of experiments whose instrument
     folders hold no stats.npz."""
-    from audiostyle.stats.normalization_stats import DEMO_INSTRUMENTS, DEMO_STATS_DIR, STATS_NAME
+    from audiostyle.stats.normalization_stats import DEMO_INSTRUMENTS, DEMO_STATS_DIR
 
     target = Path(out_dir) if out_dir is not None else DEMO_STATS_DIR
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         prepare_demo(tmp, DEMO_INSTRUMENTS, minutes=minutes, seed=0, progress=progress)
-        return [copy_atomic(Path(tmp) / name / STATS_NAME, target / f"{name}.npz") for name in DEMO_INSTRUMENTS]
+        return [copy_atomic(Path(tmp) / name / STATS_FILE, target / f"{name}.npz") for name in DEMO_INSTRUMENTS]
