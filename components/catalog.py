@@ -13,4 +13,5 @@ import audiostyle.components.log_stft_frontend  # noqa: F401
 import audiostyle.components.losses  # noqa: F401
 import audiostyle.components.parallel_decoder  # noqa: F401
 import audiostyle.components.spectral_decoder  # noqa: F401
+import audiostyle.components.spectral_whitening  # noqa: F401
 import audiostyle.components.style_encoder  # noqa: F401

@@ -9,6 +9,11 @@ the added part supplies energy the input lacks (a bow's noise, a sustain after a
 away). It starts as the identity (zero gain, nothing added), so training begins from "input
 unchanged" and moves towards the target.
 
+`spectral_envelope_filter` filters the input's whitened spectrum instead (components/spectral_whitening.py:
+its fine structure, the envelope taken away): the partials still come from the input, but every bit of
+spectral envelope and level comes from the decoder, so an input from a player it never heard cannot pass
+its own timbre through (the plain filter's identity start is such a path).
+
 `spectral_generator` predicts log|Y| outright from content and style: the comparison that shows what
 the input's own spectrum is worth (it has to re-create every partial at the right bin itself).
 
@@ -22,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from audiostyle.components.frame_conv import LOG_MAGNITUDE_SCALE, DilatedStack
+from audiostyle.components.spectral_whitening import DEFAULT_WIDTH, fine_structure
 from audiostyle.platform.core.registry import register
 
 
@@ -29,6 +35,7 @@ class SpectralConvDecoder(nn.Module):
     """Content [B, T, content_dim] + style [B, style_dim] -> log-magnitudes [B, 1, T, out_bins]."""
 
     filters_input = True
+    whitens_source = False
 
     def __init__(self, out_bins: int, content_dim: int, style_dim: int, out_channels: int = 1, dim: int = 192,
                  num_layers: int = 4, kernel_size: int = 3, added_offset: float = -4.0):
@@ -55,7 +62,10 @@ class SpectralConvDecoder(nn.Module):
         if source is None or source.shape[-1] < self.out_bins:
             raise ValueError("spectral_filter filters the input's spectrum: pass the front-end features as `source`")
         gain, added = out.chunk(2, dim=-1)
-        return torch.logaddexp(source[:, 0, :, : self.out_bins] + gain, added + self.added_offset).unsqueeze(1)
+        base = source[:, 0, :, : self.out_bins]
+        if self.whitens_source:
+            base = fine_structure(base, DEFAULT_WIDTH)
+        return torch.logaddexp(base + gain, added + self.added_offset).unsqueeze(1)
 
     def forward(self, content: Tensor, style: Tensor, target: Tensor, sampling_prob: float = 0.0,
                 source: Tensor | None = None) -> Tensor:
@@ -73,6 +83,15 @@ class SpectralFilterDecoder(SpectralConvDecoder):
     """Filters the input's log-spectrum: logaddexp(log|X| + gain, added), both from content + style."""
 
     filters_input = True
+
+
+@register("decoder", "spectral_envelope_filter")
+class SpectralEnvelopeFilterDecoder(SpectralConvDecoder):
+    """Filters the input's whitened log-spectrum: logaddexp(fine(log|X|) + gain, added); the envelope and
+    the level are all the decoder's."""
+
+    filters_input = True
+    whitens_source = True
 
 
 @register("decoder", "spectral_generator")

@@ -3,9 +3,12 @@
 Pieces are split by piece (train/val/test) with a seed, so a test piece is never heard in training on
 any instrument. By default every split is paired: the same pieces, with the same notes, on every
 instrument (recording_id = piece id), and `<out_root>/pairs/` holds them cut into aligned passages
-(datasets/pair_dataset.py) for training on pairs; `paired=False` draws train and val pieces per
+(datasets/pair_dataset.py) for training on pairs; with more `players` (sound sets), the train and val
+pieces are also rendered by every player and program of the instrument's family (recording ids
+`<piece_id>--<player>`), and each passage of the pairs holds those renderings beside the reference's; `paired=False` draws train and val pieces per
 instrument instead (the test split stays paired). The test pieces' note lists are kept in
-`<out_root>/notes/<piece_id>.json`. Every split is rendered with TimGM6mb (datasets/soundfonts.py); the
+`<out_root>/notes/<piece_id>.json`. Every split is rendered with TimGM6mb, the reference player
+(datasets/soundfonts.py); the
 `heldout` split renders every piece again with each other SoundFont installed (recording ids
 `<piece_id>--<soundfont>`), for the timbre judge and for inputs from a sample set the model never heard.
 Audio is written as FLAC into `<out_root>/.render/` with a JSONL manifest, then ingested into shards by
@@ -39,6 +42,7 @@ from audiostyle.datasets.demo_scores import (
 from audiostyle.datasets.pair_dataset import PAIRS_DIR, AlignedRecording, write_pair_dataset
 from audiostyle.datasets.paired import HELDOUT_SEPARATOR
 from audiostyle.datasets.soundfonts import (
+    TRAINING_SOUNDFONT,
     InstrumentSpec,
     NoteRenderer,
     SoundFont,
@@ -57,6 +61,11 @@ DEFAULT_SECONDS = 40.0  # CI-sized: a few 10-s excerpts per split, rendered in w
 RENDER_FORMAT = 2  # bump when the rendering changes, so stale staged FLAC is not reused
 
 
+def player_tag(soundfont: SoundFont, program: int, spec: InstrumentSpec) -> str:
+    """`csound`, or `csound_p1` for a program other than the instrument's main one."""
+    return soundfont.name if program == spec.program else f"{soundfont.name}_p{program}"
+
+
 @dataclass(frozen=True)
 class Recording:
     """One rendering to make: a piece's timed notes on one instrument with one SoundFont."""
@@ -65,6 +74,7 @@ class Recording:
     piece_id: str
     split: str
     notes: tuple[dict, ...]
+    program: int | None = None  # None: the instrument's main program
 
 
 def split_of(piece_id: str, seed: int) -> str:
@@ -131,6 +141,22 @@ def heldout_recordings(recordings: Sequence[Recording], soundfont: SoundFont) ->
             for r in recordings]
 
 
+def player_recordings(recordings: Sequence[Recording], spec: InstrumentSpec,
+                      players: Sequence[SoundFont]) -> list[tuple[Recording, SoundFont, str]]:
+    """The train and val recordings again for every (player, program of the family) but the reference
+    (players[0] with the main program), as (recording `<piece_id>--<tag>`, SoundFont, tag). The notes
+    stay the same, so every rendering of a piece is aligned with the reference's (pairs across players)."""
+    out = []
+    for soundfont in players:
+        for program in spec.programs:
+            if soundfont is players[0] and program == spec.program:
+                continue
+            tag = player_tag(soundfont, program, spec)
+            out += [(Recording(f"{r.piece_id}{HELDOUT_SEPARATOR}{tag}", r.piece_id, r.split, r.notes, program),
+                     soundfont, tag) for r in recordings if r.split in ("train", "val")]
+    return out
+
+
 def _signature(**fields: object) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -164,7 +190,8 @@ def stage_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano
                seconds_per_instrument: float | None = None, minutes: float | None = None, seed: int = 0,
                heldout_soundfont: bool = True, paired: bool = True, progress: bool = False,
                sample_rate: int = 22050, cache_dir: str | os.PathLike | None = None,
-               soundfont_dirs: Sequence[str | os.PathLike] | None = None) -> dict:
+               soundfont_dirs: Sequence[str | os.PathLike] | None = None,
+               players: Sequence[str] = (TRAINING_SOUNDFONT,)) -> dict:
     """Render the demo audio as FLAC under `<out_root>/.render/` and write `<out_root>/notes/`.
 
     Per instrument the result lists the JSONL manifest (path, recording_id, split) that
@@ -181,7 +208,8 @@ def stage_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano
     total_seconds = _resolve_seconds(seconds_per_instrument, minutes)
     out_root = Path(out_root)
     cache = Path(cache_dir) if cache_dir is not None else None
-    training_sf, heldout_sfs = choose_soundfonts(find_soundfonts(soundfont_dirs))
+    player_sfs, heldout_sfs = choose_soundfonts(find_soundfonts(soundfont_dirs), players)
+    training_sf = player_sfs[0]
     heldout_note = None
     if heldout_soundfont and not heldout_sfs:
         heldout_note = (f"heldout split skipped: only {training_sf.name} ({training_sf.path}) is available, so no "
@@ -194,30 +222,36 @@ def stage_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano
 
     result: dict = {"out_root": str(out_root), "sample_rate": sample_rate, "seed": seed, "paired": paired,
                     "seconds_per_instrument": total_seconds,
-                    "soundfonts": {"train": str(training_sf.path), "heldout": [str(h.path) for h in heldout_sfs]},
+                    "soundfonts": {"train": str(training_sf.path), "players": [p.name for p in player_sfs],
+                                   "heldout": [str(h.path) for h in heldout_sfs]},
                     "heldout_skipped": heldout_note, "instruments": {}, "test_pieces": []}
     rendered_seconds = render_wall = 0.0
     for spec in specs:
         recordings = plan_recordings(spec, total_seconds, seed=seed, cache_dir=cache, paired=paired)
-        jobs = [(r, training_sf) for r in recordings]
+        jobs = [(r, training_sf, None) for r in recordings]
+        jobs += player_recordings(recordings, spec, player_sfs)
         for heldout_sf in heldout_sfs:
-            jobs += [(r, heldout_sf) for r in heldout_recordings(recordings, heldout_sf)]
+            jobs += [(r, heldout_sf, None) for r in heldout_recordings(recordings, heldout_sf)]
         sig = _signature(format=RENDER_FORMAT, instrument=spec, seconds=total_seconds, seed=seed, sample_rate=sample_rate,
-                         paired=paired, soundfonts=[training_sf.name, *(h.name for h in heldout_sfs)])
+                         paired=paired, soundfonts=[training_sf.name, *(h.name for h in heldout_sfs)],
+                         **({"players": [p.name for p in player_sfs]} if len(player_sfs) > 1 else {}))
         stage = out_root / ".render" / f"{spec.name}-{sig}"
-        rows, training_renders = [], {}
-        for rec, soundfont in tqdm(jobs, desc=f"render {spec.name}", unit="piece", disable=not progress):
+        rows, training_renders, player_renders = [], {}, {}
+        for rec, soundfont, tag in tqdm(jobs, desc=f"render {spec.name}", unit="piece", disable=not progress):
             path = stage / soundfont.name / f"{rec.recording_id}.flac"
             if not path.is_file():
                 if soundfont.name not in renderers:  # loaded on first need: nothing to load on a re-run
                     renderers[soundfont.name] = NoteRenderer(soundfont, sample_rate)
                 start = time.perf_counter()
-                audio = renderers[soundfont.name].render(spec.program, rec.notes)
+                program = spec.program if rec.program is None else rec.program
+                audio = renderers[soundfont.name].render(program, rec.notes)
                 render_wall += time.perf_counter() - start
                 rendered_seconds += len(audio) / sample_rate
                 atomic_write(path, lambda tmp, a=audio: sf.write(tmp, a, sample_rate, format="FLAC", subtype="PCM_16"))
             rows.append({"path": str(path.resolve()), "recording_id": rec.recording_id, "split": rec.split})
-            if soundfont is training_sf:
+            if tag is not None:
+                player_renders.setdefault(rec.piece_id, {})[tag] = str(path.resolve())
+            elif soundfont is training_sf:
                 training_renders[rec.piece_id] = (rec.split, str(path.resolve()))
         manifest_path = stage / "manifest.jsonl"
         text = "".join(json.dumps(row) + "\n" for row in rows)
@@ -225,7 +259,8 @@ def stage_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano
             atomic_write(manifest_path, lambda tmp, t=text: Path(tmp).write_text(t))
         _write_notes(out_root / "notes", recordings)
         result["instruments"][spec.name] = {"staging": str(stage), "source_manifest": str(manifest_path),
-                                            "recordings": len(rows), "training_renders": training_renders}
+                                            "recordings": len(rows), "training_renders": training_renders,
+                                            "player_renders": player_renders}
         result["test_pieces"] = sorted(r.piece_id for r in recordings if r.split == "test")
     result["rendered_seconds"] = round(rendered_seconds, 3)
     result["render_wall_seconds"] = round(render_wall, 3)
@@ -236,7 +271,8 @@ def render_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("pian
                 seconds_per_instrument: float | None = None, minutes: float | None = None, seed: int = 0,
                 heldout_soundfont: bool = True, paired: bool = True, progress: bool = False,
                 sample_rate: int = 22050, cache_dir: str | os.PathLike | None = None,
-                soundfont_dirs: Sequence[str | os.PathLike] | None = None) -> dict:
+                soundfont_dirs: Sequence[str | os.PathLike] | None = None,
+                players: Sequence[str] = (TRAINING_SOUNDFONT,)) -> dict:
     """Render and ingest demo instruments under `out_root`; returns what was made.
 
     `<out_root>/<instrument>/` gets shards + manifest.json, `<out_root>/notes/` the paired test note
@@ -248,7 +284,8 @@ def render_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("pian
     """
     result = stage_demo(out_root, instruments, seconds_per_instrument=seconds_per_instrument, minutes=minutes,
                         seed=seed, heldout_soundfont=heldout_soundfont, paired=paired, progress=progress,
-                        sample_rate=sample_rate, cache_dir=cache_dir, soundfont_dirs=soundfont_dirs)
+                        sample_rate=sample_rate, cache_dir=cache_dir, soundfont_dirs=soundfont_dirs,
+                        players=players)
     for name, info in result["instruments"].items():
         info.update(_ingest(name, Path(info["source_manifest"]), Path(out_root) / name,
                             sample_rate=sample_rate, seed=seed, progress=progress))
@@ -262,10 +299,13 @@ def _pairs(result: dict, out_root: Path, sample_rate: int) -> str:
     names = list(result["instruments"])
     renders = {name: result["instruments"][name]["training_renders"] for name in names}
     common = sorted(set.intersection(*(set(r) for r in renders.values())))
+    players = {name: result["instruments"][name].get("player_renders", {}) for name in names}
     recordings = [AlignedRecording(piece, renders[names[0]][piece][0],
-                                   {name: Path(renders[name][piece][1]) for name in names}) for piece in common]
+                                   {name: Path(renders[name][piece][1]) for name in names},
+                                   {name: {tag: Path(p) for tag, p in sorted(players[name].get(piece, {}).items())}
+                                    for name in names}) for piece in common]
     out = out_root / PAIRS_DIR
-    sources = sorted(str(p) for rec in recordings for p in rec.paths.values())
+    sources = sorted(str(p) for rec in recordings for p in rec.all_paths())
     key = _signature(instruments=names, sources=sources, sample_rate=sample_rate)
     stamp_path = out / ".built.json"
     try:

@@ -7,6 +7,10 @@ instruments, made here from aligned recordings of a piece (the demo's renderings
 instrument's recording is loudness-normalized on its own, as ingest does, so a paired target sounds at
 the level the per-instrument data has. The manifest lists the instruments, the pieces and their splits;
 the segment JSON carries the piece id and the time offset of the passage.
+
+A passage may also hold the same notes by other players of an instrument (other sound sets or programs
+of its family) as `<key>.<instrument>.<player>.flac`: the inputs of pairs across players, whose target
+is always the reference rendering `<key>.<instrument>.flac`.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +34,22 @@ PAIRS_KIND = "pairs"
 PAIRS_REQUIRED_KEYS = ("kind", "instruments", "sample_rate", "segment_seconds", "splits", "shards")
 PAIR_SPLITS = ("train", "val", "test")
 _MEMBER_RE = re.compile(r"^([a-z][a-z0-9_]*)\.flac$")
+_PLAYER_MEMBER_RE = re.compile(r"^([a-z][a-z0-9_]*)\.([a-z0-9_]+)\.flac$")
 
 
 @dataclass(frozen=True)
 class AlignedRecording:
     """One piece as several instruments played it, sample-aligned: `paths[instrument]` are audio files
-    of the same notes at the same times (their lengths may differ by release tails)."""
+    of the same notes at the same times (their lengths may differ by release tails); `players[instrument]`
+    other renderings of the same notes by tag (other sound sets or programs), aligned the same way."""
 
     piece_id: str
     split: str
     paths: dict[str, Path]
+    players: dict[str, dict[str, Path]] = field(default_factory=dict)
+
+    def all_paths(self) -> list[Path]:
+        return [*self.paths.values(), *(p for tags in self.players.values() for p in tags.values())]
 
 
 def _cuts(length: int, sample_rate: int, segment_seconds: float) -> list[tuple[int, int]]:
@@ -107,9 +117,11 @@ def _write_piece(writer: ShardSequenceWriter, rec: AlignedRecording, instruments
     waves, gains = {}, {}
     for name in instruments:
         waves[name], gains[name] = _normalized(rec.paths[name], sample_rate)
+        for tag, path in rec.players.get(name, {}).items():
+            waves[f"{name}.{tag}"], gains[f"{name}.{tag}"] = _normalized(path, sample_rate)
     length = min(len(w) for w in waves.values())
     for index, (start, end) in enumerate(_cuts(length, sample_rate, segment_seconds)):
-        clips = {name: waves[name][start:end] for name in instruments}
+        clips = {name: wave[start:end] for name, wave in waves.items()}
         if any(audio_io.rms_db(clip) < audio_io.SILENT_PEAK_DB for clip in clips.values()):
             continue
         record = {"piece_id": rec.piece_id, "offset_seconds": round(start / sample_rate, 4),
@@ -136,6 +148,16 @@ def instrument_members(sample: dict[str, Any]) -> dict[str, bytes]:
         match = _MEMBER_RE.match(key)
         if match:
             out[match.group(1)] = value
+    return out
+
+
+def player_members(sample: dict[str, Any]) -> dict[str, list[bytes]]:
+    """{instrument: [FLAC bytes of the reference rendering, then of each other player]} of a pair sample."""
+    out: dict[str, list[bytes]] = {name: [data] for name, data in instrument_members(sample).items()}
+    for key in sorted(sample):
+        match = _PLAYER_MEMBER_RE.match(key)
+        if match and match.group(1) in out:
+            out[match.group(1)].append(sample[key])
     return out
 
 

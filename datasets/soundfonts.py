@@ -1,11 +1,16 @@
-"""SoundFonts for the demo instruments: where they are, which one trains and which are held out, which
-General MIDI program plays each instrument and in which range, and turning a monophonic note list into
-mono audio with tinysoundfont.
+"""SoundFonts for the demo instruments: where they are, which ones play in training (the players) and
+which are held out, which General MIDI programs play each instrument and in which range, and turning a
+note list into mono audio with tinysoundfont.
 
-TimGM6mb ships inside the pretty_midi wheel, so it is on every machine: the demo always trains on it, and
-the same `data demo` command gives the same shards everywhere (CI included). Any other SoundFont found
-(Debian's `fluid-soundfont-gm` and `csound-soundfont`) is held out: its renderings train the evaluation's
-timbre judge, which then never hears the sample set the model learned from.
+TimGM6mb ships inside the pretty_midi wheel, so it is on every machine: it is the reference player (the
+sound every transfer aims at, and the test split's), and the same `data demo` command gives the same
+shards everywhere (CI included). The project's other training and demo sets are Debian's FluidR3
+(`fluid-soundfont-gm`), MuseScore General (`musescore-general-soundfont-small`) and the csound GM bank
+(`csound-soundfont`); no other SoundFont is ever used here (others are kept for independent testing).
+Sets named as players render the training data beside TimGM6mb; every other set found is held out: its
+renderings train the evaluation's timbre judge and give inputs from a player the model never heard.
+Sample sharing to keep in mind when choosing what to hold out: MuseScore General's strings are FluidR3's
+samples, and csound's strings are TimGM6mb's (same peaks, note for note).
 tinysoundfont renders bit-identical audio for the same input (the reason it is the renderer here).
 """
 
@@ -29,6 +34,14 @@ class InstrumentSpec:
     program: int
     low: int
     high: int
+    # Other programs of the same instrument family that players use (a bright or electric grand beside the
+    # grand piano, the fiddle beside the violin): more players per instrument, as SS-VQ-VAE and Slakh do.
+    family: tuple[int, ...] = ()
+
+    @property
+    def programs(self) -> tuple[int, ...]:
+        """The main program first, then the family's others."""
+        return (self.program, *(p for p in self.family if p != self.program))
 
 
 # Comfortable sounding ranges (MIDI numbers), narrower than the extremes so octave-shifted melodies sit
@@ -37,11 +50,11 @@ class InstrumentSpec:
 INSTRUMENTS: dict[str, InstrumentSpec] = {
     spec.name: spec
     for spec in (
-        InstrumentSpec("piano", 0, 36, 96),
+        InstrumentSpec("piano", 0, 36, 96, family=(1, 2)),
         InstrumentSpec("harpsichord", 6, 41, 89),
         InstrumentSpec("vibraphone", 11, 53, 89),
         InstrumentSpec("guitar", 24, 40, 83),  # nylon-string; sounds an octave below written
-        InstrumentSpec("violin", 40, 55, 96),
+        InstrumentSpec("violin", 40, 55, 96, family=(110,)),
         InstrumentSpec("viola", 41, 48, 84),
         InstrumentSpec("cello", 42, 36, 76),
         InstrumentSpec("harp", 46, 36, 96),
@@ -86,12 +99,14 @@ class SoundFont:
 
 
 SYSTEM_DIRS = (Path("/usr/share/sounds/sf2"), Path("/usr/share/sounds/sf3"))
-TRAINING_SOUNDFONT = "timgm6mb"
-# Held-out SoundFonts by tag and file name pattern. MuseScore_General is left out on purpose: rendered by
-# tinysoundfont, its grand piano sounds two octaves below the notes (spectral centroid 286 Hz against
-# 880-1,640 Hz for the other banks, measured on the same chorale), and a judge trained on it learns a
-# wrong piano.
-_SYSTEM_PATTERNS = (("fluidr3", "FluidR3_GM.sf2"), ("csound", "sf_GMbank.sf2"))
+TRAINING_SOUNDFONT = "timgm6mb"  # the reference player: always present, always trains
+# The other sets by tag, file name and the Debian package that installs it. MuseScore General's grand
+# piano renders at the right pitch (C4 261.8 Hz with tinysoundfont); its low spectral centroid is a darker
+# piano (Steinway D samples), not a wrong octave.
+_SYSTEM_PATTERNS = (("fluidr3", "FluidR3_GM.sf2", "fluid-soundfont-gm"),
+                    ("musescore", "MuseScore_General.sf3", "musescore-general-soundfont-small"),
+                    ("csound", "sf_GMbank.sf2", "csound-soundfont"))
+SOUND_SETS = (TRAINING_SOUNDFONT, *(tag for tag, _, _ in _SYSTEM_PATTERNS))
 
 
 def timgm_path() -> Path:
@@ -106,27 +121,41 @@ def timgm_path() -> Path:
 
 
 def find_soundfonts(search_dirs: Iterable[str | os.PathLike] | None = None) -> list[SoundFont]:
-    """SoundFonts present here: TimGM6mb first (always), then the held-out ones found (FluidR3, csound).
+    """SoundFonts present here: TimGM6mb first (always), then the others found (FluidR3, MuseScore, csound).
 
     `search_dirs` defaults to /usr/share/sounds/sf2 and sf3 (where the Debian packages put them). A
     dangling link (a package removed) is not a SoundFont.
     """
     dirs = [Path(d) for d in (search_dirs if search_dirs is not None else SYSTEM_DIRS)]
     found = [SoundFont(TRAINING_SOUNDFONT, timgm_path())]
-    for tag, pattern in _SYSTEM_PATTERNS:
+    for tag, pattern, _ in _SYSTEM_PATTERNS:
         matches = sorted(p for d in dirs if d.is_dir() for p in d.glob(pattern) if p.is_file())
         if matches:
             found.append(SoundFont(tag, matches[0]))
     return found
 
 
-def choose_soundfonts(available: Sequence[SoundFont]) -> tuple[SoundFont, list[SoundFont]]:
-    """(the training SoundFont, the held-out ones): TimGM6mb trains, every other one is held out."""
-    training = next((sf for sf in available if sf.name == TRAINING_SOUNDFONT), None)
-    if training is None:
+def choose_soundfonts(available: Sequence[SoundFont], players: Sequence[str] = (TRAINING_SOUNDFONT,)
+                      ) -> tuple[list[SoundFont], list[SoundFont]]:
+    """(the players, the held-out sets): TimGM6mb and the sets named in `players` train (TimGM6mb first:
+    the reference), every other set found is held out. A named set that is not installed is a DataError
+    that names its Debian package."""
+    by_name = {sf.name: sf for sf in available}
+    if TRAINING_SOUNDFONT not in by_name:
         raise DataError("TimGM6mb.sf2 was not found; it should come with pretty_midi "
                         "(`pip install --force-reinstall pretty_midi`)")
-    return training, [sf for sf in available if sf is not training]
+    wanted = [TRAINING_SOUNDFONT, *(p for p in dict.fromkeys(players) if p != TRAINING_SOUNDFONT)]
+    unknown = [p for p in wanted if p not in SOUND_SETS]
+    if unknown:
+        raise ConfigError(f"unknown sound set {unknown[0]!r}.{did_you_mean(unknown[0], SOUND_SETS)} The project's "
+                          f"sound sets: {', '.join(SOUND_SETS)}", path="players")
+    packages = {tag: package for tag, _, package in _SYSTEM_PATTERNS}
+    missing = [p for p in wanted if p not in by_name]
+    if missing:
+        raise DataError(f"sound set(s) {', '.join(missing)} not installed: `apt-get install "
+                        f"{' '.join(packages[m] for m in missing)}` (or drop them from --players)")
+    chosen = [by_name[p] for p in wanted]
+    return chosen, [sf for sf in available if sf not in chosen]
 
 
 class NoteRenderer:

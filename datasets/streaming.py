@@ -9,7 +9,10 @@ too: an uneven count makes the ranks that finish first skip a collective and DDP
 
 With `data.pairs` (a paired dataset, datasets/pair_dataset.py), each batch also holds aligned pairs:
 the same window of one passage as two instruments of the experiment played it, (source, target) drawn
-uniformly among the instruments the passage has, streamed from the pair shards the same way.
+uniformly among the instruments the passage has, streamed from the pair shards the same way. The
+source is any player's rendering of its instrument (reference or another sound set / program, when the
+passage holds them: pairs across players); the target is always the reference rendering, and only the
+source is put through random recording conditions (`data.pair_augment`, datasets/recording_conditions.py).
 
 `wds.WebDataset(resampled=True)` seeds its shard sampler from the clock and /dev/urandom, so the
 same stages are assembled here in a `wds.DataPipeline` around a deterministic `ResampledShards`;
@@ -19,6 +22,7 @@ passed in explicitly rather than read from RANK/WORLD_SIZE, which Ray workers do
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +35,7 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from audiostyle.datasets.audio_io import read_crop, read_window
 from audiostyle.datasets.manifest import read_manifest, shard_urls
-from audiostyle.datasets.pair_dataset import instrument_members, read_pair_manifest, record_of
+from audiostyle.datasets.pair_dataset import player_members, read_pair_manifest, record_of
 from audiostyle.platform.config.schema import ExperimentConfig
 from audiostyle.platform.core.errors import ConfigError, DataError
 from audiostyle.platform.core.locations import open_url
@@ -82,11 +86,14 @@ def _open_shards(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 @dataclass(frozen=True)
 class PairSource:
     """Where a batch's pairs come from: the pair shards of a split, the experiment's instruments they may
-    pair (name -> label), and how many pairs go into each batch."""
+    pair (name -> label), how many pairs go into each batch, the chance of each recording condition on a
+    source (0: clean sources) and the sample rate."""
 
     shards: list[str]
     labels: dict[str, int]
     per_batch: int
+    augment: float = 0.0
+    sample_rate: int = 22050
 
 
 class MixedBatchStream(torch.utils.data.IterableDataset):
@@ -136,9 +143,17 @@ class MixedBatchStream(torch.utils.data.IterableDataset):
     def pair_pipeline(self, worker: int) -> wds.DataPipeline:
         pairs, n = self.pairs, self.num_samples
 
+        augment = None
+        if pairs.augment > 0:
+            from audiostyle.datasets.recording_conditions import InputAugmenter
+
+            augment = InputAugmenter(pairs.sample_rate, pairs.augment, seed=mix_seed(self.seed, _PAIR_STREAM) % 1000)
+
         def decoder(rng: np.random.Generator):
+            augment_rng = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
+
             def pick(sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, int, int]:
-                members = instrument_members(sample)
+                members = player_members(sample)
                 names = sorted(name for name in members if name in pairs.labels)
                 where = f"{sample['__url__']}:{sample['__key__']}"
                 if len(names) < 2:
@@ -148,8 +163,12 @@ class MixedBatchStream(torch.utils.data.IterableDataset):
                 record = record_of(sample)
                 frames = int(round(float(record["duration_seconds"]) * float(record["sample_rate"])))
                 start = int(rng.integers(0, max(frames - n, 0) + 1))
-                source = read_window(members[names[src]], start, n, name=f"{where}.{names[src]}.flac")
-                target = read_window(members[names[tgt]], start, n, name=f"{where}.{names[tgt]}.flac")
+                players = members[names[src]]
+                player = int(rng.integers(len(players)))
+                source = read_window(players[player], start, n, name=f"{where}.{names[src]}.flac (player {player})")
+                target = read_window(members[names[tgt]][0], start, n, name=f"{where}.{names[tgt]}.flac")
+                if augment is not None:  # its own generator: the same draws of passage, window and player
+                    source = augment(source, augment_rng)
                 return source, target, pairs.labels[names[src]], pairs.labels[names[tgt]]
             return pick
 
@@ -227,6 +246,8 @@ def make_loader(cfg: ExperimentConfig, split: str, *, seed: int, rank: int = 0,
     quotas = instrument_quotas([inst.weight for inst in cfg.instruments], cfg.data.batch_size)
     num_samples = int(round(cfg.data.segment_seconds * sr))
     pairs = pair_source(cfg, split) if cfg.data.pairs is not None and split in ("train", "val") else None
+    if pairs is not None and split == "train":  # validation stays clean: its metrics compare across runs
+        pairs = dataclasses.replace(pairs, augment=cfg.data.pair_augment, sample_rate=sr)
     stream = MixedBatchStream(shard_lists, quotas, num_samples, shuffle_buffer=cfg.data.shuffle_buffer,
                               seed=mix_seed(seed, _SPLIT_INDEX.get(split, len(_SPLIT_INDEX))),
                               rank=rank, world_size=world_size, pairs=pairs)

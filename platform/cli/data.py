@@ -34,14 +34,17 @@ _DEMO_EXAMPLES = """examples:
   audiostyle data demo                                   # piano + violin, CI-sized, a few seconds
   audiostyle data demo --instruments piano,violin,cello  # a third class for experiments/three_instruments.yaml
   audiostyle data demo --minutes 30                      # a real local set: 30 min per instrument
+  audiostyle data demo --minutes 20 --instruments piano,violin,cello --players timgm6mb,csound --out data/players
+                                                         # several players; FluidR3 and MuseScore held out
 
 Renders music21's bundled scores with real SoundFont samples (tinysoundfont), so nothing is downloaded.
 Every split is paired: the same pieces on every instrument, split by piece, so a test piece is never
 heard in training on any instrument. pairs/ holds them cut into aligned passages (data.pairs in an
 experiment trains on them); the test pieces' note lists are under notes/. The instruments are rendered
-with TimGM6mb (in the pretty_midi wheel, so the data is the same on every machine); every other
-SoundFont installed (apt-get install fluid-soundfont-gm csound-soundfont) renders the 'heldout' split,
-from which the evaluation's timbre judge learns."""
+with TimGM6mb (in the pretty_midi wheel, so the data is the same on every machine), the reference player,
+and by the other --players; every other sound set installed (apt-get install fluid-soundfont-gm
+musescore-general-soundfont-small csound-soundfont) renders the 'heldout' split, from which the
+evaluation's timbre judge learns and whose test pieces are inputs from a player the model never heard."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -86,6 +89,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="minutes of audio per instrument (a real local set: 30-60)")
     size.add_argument("--seconds", type=positive_seconds, help="seconds of audio per instrument (tests use ~40)")
     demo.add_argument("--seed", type=int, default=0, help="seed of piece selection and splits (default: 0)")
+    demo.add_argument("--players", default="timgm6mb", metavar="SETS",
+                      help="sound sets that play the training data, comma-separated, from timgm6mb (the reference, "
+                           "always included), fluidr3, musescore, csound; each plays every train and val piece with "
+                           "each program of the instrument's family, and pairs take their input from any of them. "
+                           "Every other set installed is held out (default: timgm6mb)")
     demo.add_argument("--no-heldout", action="store_true", help="do not render the 'heldout' split with the other "
                                                                   "SoundFonts installed")
     demo.add_argument("--soundfont-dir", action="append", default=[], metavar="DIR",
@@ -165,7 +173,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     result = prepare_demo(args.out, names, seconds_per_instrument=args.seconds, minutes=args.minutes, seed=args.seed,
                           heldout_soundfont=not args.no_heldout, paired=not args.unpaired, progress=True,
-                          soundfont_dirs=[*SYSTEM_DIRS, *args.soundfont_dir])
+                          soundfont_dirs=[*SYSTEM_DIRS, *args.soundfont_dir],
+                          players=tuple(p.strip() for p in args.players.split(",") if p.strip()))
     for name in names:
         print("\n".join(summary_lines(read_manifest(Path(args.out) / name))))
     if result.get("pairs"):

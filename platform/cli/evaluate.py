@@ -30,6 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-soundfont", metavar="NAME", default=None,
                    help="take the inputs from the heldout split rendered with this SoundFont (e.g. fluidr3): "
                         "the same test pieces by a player the model never heard; targets stay the test split's")
+    p.add_argument("--input-condition", metavar="NAME", default=None,
+                   choices=("room", "tilt_up", "tilt_down", "hiss", "quiet", "rate_44k"),
+                   help="put the inputs through a recording condition first: room (RT60 0.7 s), tilt_up / "
+                        "tilt_down (EQ tilt +-6 dB), hiss (30 dB SNR), quiet (-20 dB), rate_44k (arrives at 44.1 kHz)")
     p.set_defaults(func=run)
 
 
@@ -42,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(args.out)  # before minutes of transfers, not at the first write
     results = evaluate(args.bundle, args.data, out_dir=args.out, instruments=args.instruments,
                        max_pieces=args.max_pieces, device=args.device, f0_method=args.f0,
-                       baselines=not args.no_baselines, input_soundfont=args.input_soundfont)
+                       baselines=not args.no_baselines, input_soundfont=args.input_soundfont,
+                       input_condition=args.input_condition)
     metrics = ["pitch_acc", "chroma_cos", "mr_stft", "harmonicity", "sharpness", "p_target"]
     print(f"{'system':<20}" + "".join(f"{m:>12}" for m in metrics))
     for system, scores in results["summary"].items():

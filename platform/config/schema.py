@@ -73,11 +73,12 @@ class DataConfig:
     # batch then also holds `pair_batch_size` aligned (source, target) passages for cross_reconstruction.
     pairs: str | None = None
     pair_batch_size: int = 8
+    pair_augment: float = 0.0  # chance of each recording condition (room, EQ, hiss, gain) on a pair's source
 
     DOMAINS: typing.ClassVar[dict[str, Domain]] = {
         "sample_rate": AT_LEAST_ONE, "segment_seconds": POSITIVE, "batch_size": AT_LEAST_ONE,
         "steps_per_epoch": AT_LEAST_ONE, "val_batches": AT_LEAST_ONE, "loader_workers": NON_NEGATIVE,
-        "shuffle_buffer": AT_LEAST_ONE, "pair_batch_size": AT_LEAST_ONE,
+        "shuffle_buffer": AT_LEAST_ONE, "pair_batch_size": AT_LEAST_ONE, "pair_augment": UNIT_INTERVAL,
     }
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audiostyle.datasets.audio_io import to_rate_float32, write_audio_atomic
+from audiostyle.datasets.recording_conditions import CONDITIONS
 from audiostyle.platform.core.atomic_files import write_json_atomic
 from audiostyle.platform.core.errors import DataError, did_you_mean
 from audiostyle.platform.evaluation.classifier import TimbreClassifier
@@ -191,6 +192,20 @@ def heldout_inputs(data_root: str | Path, instruments: list[str], items: list[Pa
     return inputs
 
 
+def conditioned_inputs(inputs: list[dict[str, np.ndarray]], sr: int, condition: str
+                       ) -> tuple[list[dict[str, np.ndarray]], int]:
+    """(every clip of `inputs` under recording `condition`, seeded by its piece, the rate they are now at)."""
+    from audiostyle.datasets.recording_conditions import apply_condition
+
+    out, rate = [], sr
+    for i, clips in enumerate(inputs):
+        changed = {}
+        for name, clip in clips.items():
+            changed[name], rate = apply_condition(clip, sr, condition, seed=i)
+        out.append(changed)
+    return out, rate
+
+
 def baseline_systems(sample_rate: int, instruments: list[str]) -> tuple[Any, str | None]:
     """(the transcribe-and-re-render system or None, why it is missing)."""
     from audiostyle.platform.evaluation.transcribe_rerender import TranscribeRerender, unavailable_reason
@@ -203,11 +218,12 @@ def baseline_systems(sample_rate: int, instruments: list[str]) -> tuple[Any, str
 
 def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, np.ndarray]],
                 pairs: list[tuple[str, str]], clf: TimbreClassifier, out: Path, *, f0_method: str,
-                progress: bool, baseline: Any = None,
-                inputs: list[dict[str, np.ndarray]] | None = None) -> tuple[list[dict[str, Any]], float, float]:
+                progress: bool, baseline: Any = None, inputs: list[dict[str, np.ndarray]] | None = None,
+                input_rate: int | None = None) -> tuple[list[dict[str, Any]], float, float]:
     """Transfer every piece along every pair and score the model beside the reference systems. The
-    inputs are `audio`'s renderings, or `inputs` (the same pieces by another SoundFont) when given; the
-    targets are always `audio`'s.
+    inputs are `audio`'s renderings, or `inputs` (the same pieces by another SoundFont, or under a
+    recording condition; at `input_rate` when given, else the model's rate) when given; the targets are
+    always `audio`'s. Every system is scored at the model's rate, the input unchanged too.
 
     Returns (one row per piece and pair, seconds spent in the model, seconds of audio transferred)."""
     from tqdm import tqdm
@@ -217,9 +233,11 @@ def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, n
     bar = tqdm(total=len(items) * len(pairs), desc="evaluate", unit="clip", disable=not progress)
     for i, it in enumerate(items):
         for src, tgt in pairs:
-            x, target = (inputs or audio)[i][src], audio[i][tgt]
+            fed, target = (inputs or audio)[i][src], audio[i][tgt]
+            rate = input_rate or sr
+            x = fed if rate == sr else to_rate_float32(fed, rate, sr)
             t0 = time.perf_counter()
-            y = tr.transfer_array(x, sr, to=tgt)
+            y = tr.transfer_array(fed, rate, to=tgt)
             model_seconds += time.perf_counter() - t0
             audio_seconds += len(x) / sr
             files = {"model": f"audio/{it.piece_id}__{src}_to_{tgt}.flac"}
@@ -256,11 +274,17 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
 def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir: str | Path,
              instruments: list[str] | None = None, max_pieces: int | None = None, device: str = "cpu",
              f0_method: str = "yin", report: bool = True, progress: bool = True,
-             baselines: bool = True, input_soundfont: str | None = None) -> dict[str, Any]:
+             baselines: bool = True, input_soundfont: str | None = None,
+             input_condition: str | None = None) -> dict[str, Any]:
     """Evaluate on `<data_root>`'s paired test split; writes results.json (+ index.html) into out_dir.
 
     input_soundfont: take the inputs from the heldout split rendered with that SoundFont (a player the
-    model never heard); the targets stay the test split's renderings."""
+    model never heard); the targets stay the test split's renderings. input_condition: put the inputs
+    through that recording condition first (datasets/recording_conditions.CONDITIONS: a room, an EQ tilt,
+    hiss, 20 dB quieter, 44.1 kHz)."""
+    if input_condition is not None and input_condition not in CONDITIONS:
+        raise DataError(f"unknown input condition {input_condition!r}.{did_you_mean(input_condition, CONDITIONS)}"
+                        f" Known: {', '.join(CONDITIONS)}")
     tr = bundle if isinstance(bundle, Transferer) else Transferer(bundle, device)
     sr = tr.sample_rate
     chosen = choose_instruments(tr, data_root, instruments)
@@ -276,9 +300,13 @@ def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir:
     clf_info["checks"] = judge_checks(clf, items, audio, sr)
     baseline, baseline_note = baseline_systems(sr, chosen) if baselines else (None, "not requested (--no-baselines)")
     inputs = heldout_inputs(data_root, chosen, items, input_soundfont, sr) if input_soundfont else None
+    input_rate = None
+    if input_condition is not None:
+        inputs, input_rate = conditioned_inputs(inputs or audio, sr, input_condition)
     pairs = [(s, t) for s in chosen for t in chosen if s != t]
     rows, model_seconds, audio_seconds = score_pairs(tr, items, audio, pairs, clf, out, f0_method=f0_method,
-                                                     progress=progress, baseline=baseline, inputs=inputs)
+                                                     progress=progress, baseline=baseline, inputs=inputs,
+                                                     input_rate=input_rate)
     results = {
         "bundle": "(in memory)" if isinstance(bundle, Transferer) else str(bundle),
         "provenance": tr.meta.get("provenance", {}), "data_root": str(data_root), "sample_rate": sr,
@@ -286,7 +314,9 @@ def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir:
         "systems": {k: v for k, v in SYSTEM_DESCRIPTIONS.items() if k != TRANSCRIBE or baseline is not None},
         "metrics": {m: {"higher_is_better": hib, "description": d} for m, (hib, d) in METRICS.items()},
         "classifier": clf_info, "f0_method": f0_method,
-        "inputs": f"heldout split, SoundFont {input_soundfont}" if input_soundfont else "test split",
+        "inputs": (f"heldout split, SoundFont {input_soundfont}" if input_soundfont else "test split")
+                  + (f"; {CONDITIONS[input_condition]}" if input_condition else ""),
+        "input_soundfont": input_soundfont, "input_condition": input_condition,
         "pairs": {f"{s}->{t}": aggregate([r for r in rows if (r["source"], r["target"]) == (s, t)]) for s, t in pairs},
         "summary": aggregate(rows),
         "realtime_factor": model_seconds / max(audio_seconds, 1e-9), "device": str(tr.device),

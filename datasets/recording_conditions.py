@@ -1,0 +1,148 @@
+"""Recording conditions: what a room, a microphone and a player's gain do to a clip, for training inputs
+(random, `InputAugmenter`) and for the evaluation's fixed test conditions (`apply_condition`).
+
+A user's recording is never the clean SoundFont rendering a model trained on: it was played in a room,
+through a microphone with its own tilt, with some hiss, at some level, at some sample rate. Training
+corrupts the *input* of a pair only and keeps its target clean (the Universal Music Translation Network's
+rule), so the model learns to undo the conditions instead of copying them.
+
+Rooms are image-source impulse responses from pyroomacoustics (MIT; shoebox rooms with the absorption
+that gives the RT60 asked for, by Sabine's formula); EQ, hiss and gain are audiomentations' transforms
+(MIT). An impulse response costs about half a second to compute, so each augmenter computes a small bank
+of rooms once and convolves with them (scipy's FFT convolution, a few ms per clip).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from functools import lru_cache
+
+import numpy as np
+
+# The evaluation's conditions (fixed parameters; `rate_44k` changes only the rate the input arrives at).
+CONDITIONS: dict[str, str] = {
+    "room": "played in a room, RT60 0.7 s (image-source impulse response)",
+    "tilt_up": "EQ tilt +6 dB: high shelf +6 dB above 3 kHz, low shelf -6 dB below 300 Hz",
+    "tilt_down": "EQ tilt -6 dB: high shelf -6 dB above 3 kHz, low shelf +6 dB below 300 Hz",
+    "hiss": "white noise at 30 dB SNR",
+    "quiet": "20 dB quieter",
+    "rate_44k": "arriving at 44.1 kHz (the transfer resamples it)",
+}
+TEST_ROOM_SEED = 7_000_001  # the evaluation's room: never among the training banks' seeds (small integers)
+
+
+@lru_cache(maxsize=8)
+def room_bank(sample_rate: int, count: int, seed: int, rt60: tuple[float, float] = (0.2, 1.0)) -> tuple[np.ndarray, ...]:
+    """`count` room impulse responses (unit energy, float32), RT60 drawn uniformly from `rt60`."""
+    import pyroomacoustics as pra
+
+    rng = np.random.default_rng(seed)
+    bank = []
+    for _ in range(count):
+        dims = rng.uniform([4.0, 3.5, 2.5], [12.0, 9.0, 4.5])
+        t60 = float(rng.uniform(*rt60))
+        absorption, max_order = pra.inverse_sabine(t60, dims)
+        # The image-source order Sabine asks for at long RT60s costs minutes; beyond ~20 the late tail is
+        # diffuse anyway and its decay is what the RT60 sets.
+        room = pra.ShoeBox(dims, fs=sample_rate, materials=pra.Material(absorption), max_order=min(max_order, 20))
+        room.add_source(rng.uniform([0.5, 0.5, 1.0], dims - [0.5, 0.5, 1.0]))
+        room.add_microphone(rng.uniform([0.5, 0.5, 1.0], dims - [0.5, 0.5, 1.0]))
+        room.compute_rir()
+        rir = np.asarray(room.rir[0][0], dtype=np.float64)
+        rir = rir[max(int(np.argmax(np.abs(rir))) - 32, 0):]  # start just before the direct path
+        bank.append((rir / np.sqrt(np.sum(rir ** 2))).astype(np.float32))
+    return tuple(bank)
+
+
+def reverberate(wave: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    """`wave` convolved with `rir`, cut to its length, at the input's RMS."""
+    from scipy.signal import fftconvolve
+
+    wet = fftconvolve(wave, rir)[: len(wave)].astype(np.float32)
+    return wet * np.float32(_rms(wave) / max(_rms(wet), 1e-9))
+
+
+def _rms(wave: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) if wave.size else 0.0
+
+
+def _shelves(low_db: float, high_db: float, p: float = 1.0) -> list:
+    from audiomentations import HighShelfFilter, LowShelfFilter
+
+    return [LowShelfFilter(min_center_freq=300.0, max_center_freq=300.0, min_gain_db=low_db, max_gain_db=low_db, p=p),
+            HighShelfFilter(min_center_freq=3000.0, max_center_freq=3000.0, min_gain_db=high_db, max_gain_db=high_db,
+                            p=p)]
+
+
+def apply_condition(wave: np.ndarray, sample_rate: int, condition: str, *, seed: int = 0) -> tuple[np.ndarray, int]:
+    """(`wave` under the evaluation condition `condition`, its sample rate); ValueError for an unknown name."""
+    from audiomentations import AddGaussianSNR, Compose, Gain
+
+    wave = np.asarray(wave, dtype=np.float32)
+    if condition == "room":
+        return reverberate(wave, room_bank(sample_rate, 1, TEST_ROOM_SEED, (0.7, 0.7))[0]), sample_rate
+    if condition == "rate_44k":
+        from audiostyle.datasets.audio_io import resample
+
+        return resample(wave, sample_rate, 44100).astype(np.float32), 44100
+    chains: dict[str, Callable[[], list]] = {
+        "tilt_up": lambda: _shelves(-6.0, 6.0),
+        "tilt_down": lambda: _shelves(6.0, -6.0),
+        "hiss": lambda: [AddGaussianSNR(min_snr_db=30.0, max_snr_db=30.0, p=1.0)],
+        "quiet": lambda: [Gain(min_gain_db=-20.0, max_gain_db=-20.0, p=1.0)],
+    }
+    if condition not in chains:
+        raise ValueError(f"unknown recording condition {condition!r}; known: {', '.join(CONDITIONS)}")
+    with _seeded(seed):
+        return Compose(chains[condition]())(samples=wave, sample_rate=sample_rate).astype(np.float32), sample_rate
+
+
+class _seeded:
+    """Seeds the global generators audiomentations draws from, and restores them afterwards."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def __enter__(self) -> None:
+        self.saved = (random.getstate(), np.random.get_state())
+        random.seed(self.seed)
+        np.random.seed(self.seed % 2**32)
+
+    def __exit__(self, *exc: object) -> None:
+        random.setstate(self.saved[0])
+        np.random.set_state(self.saved[1])
+
+
+class InputAugmenter:
+    """Random recording conditions for a training input: each of room, EQ, hiss and gain with probability
+    `probability`, in the order a recording chain applies them (room, microphone, noise, gain)."""
+
+    def __init__(self, sample_rate: int, probability: float, *, rooms: int = 12, seed: int = 0):
+        from audiomentations import AddGaussianSNR, Gain, HighShelfFilter, LowShelfFilter
+
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"probability must be in [0, 1], got {probability}")
+        self.sample_rate = int(sample_rate)
+        self.probability = float(probability)
+        self.rooms = room_bank(self.sample_rate, rooms, seed) if probability > 0 else ()
+        p = self.probability
+        # EQ: one shelf at each end, each up or down by as much as 9 dB (a bright or dark microphone).
+        self.eq = [LowShelfFilter(min_center_freq=150.0, max_center_freq=500.0, min_gain_db=-9.0, max_gain_db=9.0, p=p),
+                   HighShelfFilter(min_center_freq=2000.0, max_center_freq=6000.0, min_gain_db=-9.0, max_gain_db=9.0,
+                                   p=p)]
+        self.noise = AddGaussianSNR(min_snr_db=20.0, max_snr_db=50.0, p=p)
+        self.gain = Gain(min_gain_db=-25.0, max_gain_db=0.0, p=p)
+
+    def __call__(self, wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A corrupted copy of `wave` (the argument is left untouched); `rng` picks which conditions apply
+        and the room, and seeds audiomentations' own draws so a stream's seed fixes its augmentations."""
+        if self.probability == 0.0:
+            return wave
+        out = np.array(wave, dtype=np.float32, copy=True)
+        if self.rooms and rng.random() < self.probability:
+            out = reverberate(out, self.rooms[int(rng.integers(len(self.rooms)))])
+        with _seeded(int(rng.integers(2**31))):
+            for transform in (*self.eq, self.noise, self.gain):
+                out = transform(samples=out, sample_rate=self.sample_rate)
+        return out.astype(np.float32, copy=False)

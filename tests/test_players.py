@@ -1,0 +1,198 @@
+"""Many players per instrument: every sound set plays the notes it is given, the demo renders the training
+pieces by several players and pairs them across players, recording conditions touch the input of a pair
+only, and the whitened content path holds what was played rather than who played it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audiostyle.datasets.soundfonts import SOUND_SETS, NoteRenderer, find_soundfonts, instrument_spec
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+INSTALLED = {sf.name: sf for sf in find_soundfonts()}
+
+
+def _comb_contrast_db(audio: np.ndarray, sr: int, f0: float) -> float:
+    """How much louder (dB) the partials of `f0` (f0, 2 f0, 3 f0) are than the half-way frequencies
+    (f0/2, 1.5 f0, 2.5 f0): a note an octave low has partials at the latter, one an octave high none at f0."""
+    clip = audio[int(0.05 * sr): int(0.55 * sr)]
+    spec = np.abs(np.fft.rfft(clip * np.hanning(len(clip)), n=8 * len(clip)))
+    hz = np.fft.rfftfreq(8 * len(clip), 1 / sr)
+
+    def level(f: float) -> float:
+        band = (hz > f * 0.97) & (hz < f * 1.03)
+        return 20 * np.log10(spec[band].max() + 1e-12)
+
+    return float(np.mean([level(k * f0) for k in (1, 2, 3)]) - np.mean([level(k * f0) for k in (0.5, 1.5, 2.5)]))
+
+
+@pytest.mark.parametrize("sound_set", SOUND_SETS)
+@pytest.mark.parametrize("instrument,pitch", [("piano", 60), ("piano", 72), ("violin", 67), ("cello", 48)])
+def test_every_sound_set_plays_the_pitch_it_is_given(sound_set, instrument, pitch):
+    if sound_set not in INSTALLED:
+        pytest.skip(f"{sound_set} is not installed here")
+    spec = instrument_spec(instrument)
+    renderer = NoteRenderer(INSTALLED[sound_set], 22050)
+    expected = 440.0 * 2 ** ((pitch - 69) / 12)
+    for program in spec.programs:  # every program of the family a player may use
+        audio = renderer.render(program, [{"onset": 0.0, "offset": 0.8, "pitch": pitch, "velocity": 90}])
+        contrast = _comb_contrast_db(audio, 22050, expected)
+        assert contrast > 30, (sound_set, instrument, program, round(contrast, 1))
+
+
+def test_a_player_that_is_not_installed_is_named_with_its_package(tmp_path):
+    from audiostyle.datasets.soundfonts import choose_soundfonts
+    from audiostyle.platform.core.errors import ConfigError, DataError
+
+    only_timgm = find_soundfonts([tmp_path])
+    with pytest.raises(DataError, match="apt-get install fluid-soundfont-gm"):
+        choose_soundfonts(only_timgm, ["timgm6mb", "fluidr3"])
+    with pytest.raises(ConfigError, match="unknown sound set 'fluidr2'"):
+        choose_soundfonts(only_timgm, ["fluidr2"])
+    players, heldout = choose_soundfonts(only_timgm)
+    assert [p.name for p in players] == ["timgm6mb"] and heldout == []
+
+
+@pytest.fixture(scope="module")
+def players_root(tmp_path_factory) -> Path:
+    """piano and violin played by TimGM6mb (reference) and csound, every program of their families."""
+    if "csound" not in INSTALLED:
+        pytest.skip("csound-soundfont is not installed (apt-get install csound-soundfont)")
+    from audiostyle.platform.data.prepare import prepare_demo
+
+    root = tmp_path_factory.mktemp("players")
+    prepare_demo(root, ("piano", "violin"), seconds_per_instrument=40, seed=0, players=("timgm6mb", "csound"))
+    return root
+
+
+def test_training_pieces_are_played_by_every_player_and_program(players_root):
+    from audiostyle.datasets.manifest import read_manifest
+
+    recordings = read_manifest(players_root / "piano")["recordings"]
+    train = {rid for rid, split in recordings.items() if split == "train"}
+    pieces = {rid for rid in train if "--" not in rid}
+    assert pieces, recordings
+    for piece in pieces:  # reference (timgm6mb, program 0) + 5 other (set, program) players
+        assert {f"{piece}--{tag}" for tag in ("timgm6mb_p1", "timgm6mb_p2", "csound", "csound_p1", "csound_p2")} <= train
+    tests = [rid for rid, split in recordings.items() if split == "test"]
+    assert tests and all("--" not in rid for rid in tests)  # the test split is the reference player's alone
+
+
+def _stream(players_root, augment: float, seed: int = 3):
+    from audiostyle.datasets.streaming import make_loader
+    from audiostyle.platform.config.loader import load_experiment
+
+    cfg = load_experiment(EXPERIMENTS / "any_player.yaml", [f"data.root={players_root}", "data.segment_seconds=1.0",
+                                                            "data.pair_batch_size=8", f"data.pair_augment={augment}"])
+    return iter(make_loader(cfg, "train", seed=seed))
+
+
+def test_pairs_take_their_input_from_any_player_and_their_target_from_the_reference(tmp_path):
+    """Each rendering is a sine of its own frequency, so the frequency of a drawn clip says who played it."""
+    import soundfile as sf
+
+    from audiostyle.datasets.manifest import shard_urls
+    from audiostyle.datasets.pair_dataset import AlignedRecording, read_pair_manifest, write_pair_dataset
+    from audiostyle.datasets.streaming import MixedBatchStream, PairSource
+
+    sr = 8000
+    t = np.arange(sr * 6) / sr
+    freqs = {"piano": 200.0, "piano.a": 300.0, "piano.b": 400.0, "violin": 500.0, "violin.c": 600.0}
+    paths = {}
+    for name, f in freqs.items():
+        paths[name] = tmp_path / f"{name}.wav"
+        sf.write(paths[name], (0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32), sr)
+    rec = AlignedRecording("p1", "train", {"piano": paths["piano"], "violin": paths["violin"]},
+                           {"piano": {"a": paths["piano.a"], "b": paths["piano.b"]}, "violin": {"c": paths["violin.c"]}})
+    write_pair_dataset(tmp_path / "pairs", [rec], ["piano", "violin"], sample_rate=sr, segment_seconds=2.0)
+    manifest = read_pair_manifest(tmp_path / "pairs")
+    pairs = PairSource(shard_urls(tmp_path / "pairs", manifest, "train"), {"piano": 0, "violin": 1}, 1)
+    stream = MixedBatchStream([], [], sr // 2, shuffle_buffer=4, seed=0, rank=0, world_size=1, pairs=pairs)
+
+    def frequency(clip: np.ndarray) -> float:
+        return float(np.argmax(np.abs(np.fft.rfft(clip)))) * sr / len(clip)
+
+    seen = {0: set(), 1: set()}
+    drawn = iter(stream.pair_pipeline(0))  # resampled shards: endless
+    for _ in range(60):
+        source, target, src_label, tgt_label = next(drawn)
+        seen[src_label].add(round(frequency(source)))
+        assert round(frequency(target)) == (200 if tgt_label == 0 else 500)  # always the reference
+    assert seen[0] == {200, 300, 400} and seen[1] == {500, 600}, seen  # every player is an input
+
+
+def test_recording_conditions_change_the_input_and_never_the_target(players_root):
+    clean, augmented = _stream(players_root, 0.0), _stream(players_root, 1.0)
+    for _ in range(3):
+        a, b = next(clean), next(augmented)
+        np.testing.assert_array_equal(a["pair_target"].numpy(), b["pair_target"].numpy())
+        np.testing.assert_array_equal(a["audio"].numpy(), b["audio"].numpy())  # unpaired clips stay clean too
+        assert not np.allclose(a["pair_source"].numpy(), b["pair_source"].numpy())
+
+
+def test_every_evaluation_condition_changes_the_clip_as_named():
+    from audiostyle.datasets.recording_conditions import CONDITIONS, apply_condition
+
+    sr = 22050
+    t = np.arange(sr * 2) / sr
+    clip = (0.3 * np.sin(2 * np.pi * 220 * t) * np.exp(-3 * (t % 0.5))).astype(np.float32)
+    rms = float(np.sqrt(np.mean(clip ** 2)))
+    out = {name: apply_condition(clip, sr, name, seed=0) for name in CONDITIONS}
+    assert out["rate_44k"][1] == 44100 and len(out["rate_44k"][0]) == 2 * 44100
+    quiet = out["quiet"][0]
+    assert 20 * np.log10(rms / np.sqrt(np.mean(quiet ** 2))) == pytest.approx(20.0, abs=0.1)
+    noise = out["hiss"][0] - clip
+    assert 10 * np.log10(np.mean(clip ** 2) / np.mean(noise ** 2)) == pytest.approx(30.0, abs=1.0)
+    # the room keeps sounding after the notes stop; the clean clip's last 0.3 s hold the same decaying tone
+    room = out["room"][0]
+    assert room.shape == clip.shape and not np.allclose(room, clip)
+    up, down = out["tilt_up"][0], out["tilt_down"][0]
+    spec = {k: np.abs(np.fft.rfft(v)) for k, v in {"clip": clip, "up": up, "down": down}.items()}
+    assert spec["up"][220 * 2] < spec["clip"][220 * 2] < spec["down"][220 * 2]  # 220 Hz: below the low shelf
+    np.testing.assert_array_equal(apply_condition(clip, sr, "hiss", seed=4)[0], apply_condition(clip, sr, "hiss", seed=4)[0])
+    with pytest.raises(ValueError, match="unknown recording condition"):
+        apply_condition(clip, sr, "underwater")
+
+
+def test_whitened_content_holds_the_notes_not_the_player(players_root):
+    """The content encoder's input of one passage by two sound sets is closer than two passages by one (on
+    the demo's players: 0.07-0.12 x whitened, 0.20-0.26 x raw with csound; 0.66-0.81 x whitened, 0.75-0.94 x
+    raw with FluidR3, whose pianos decay and sustain differently)."""
+    import torch
+
+    from audiostyle.components.log_stft_frontend import LogStftFrontend
+    from audiostyle.components.spectral_whitening import fine_structure
+    from audiostyle.datasets.audio_io import read_audio
+
+    stage = next((players_root / ".render").glob("piano-*"))
+    pieces = sorted(p.stem for p in (stage / "timgm6mb").glob("*.flac") if "--" not in p.stem)[:2]
+    assert len(pieces) == 2
+    front = LogStftFrontend(22050)
+
+    def feats(path: Path) -> torch.Tensor:
+        wave, _ = read_audio(path)
+        return front(torch.from_numpy(wave[: 22050 * 3][None].astype(np.float32)))
+
+    a_ref, b_ref = feats(stage / "timgm6mb" / f"{pieces[0]}.flac"), feats(stage / "timgm6mb" / f"{pieces[1]}.flac")
+    a_other = feats(stage / "csound" / f"{pieces[0]}--csound.flac")
+
+    def distance(x: torch.Tensor, y: torch.Tensor) -> float:
+        return float((x - y).abs().mean())
+
+    same_notes = distance(fine_structure(a_ref), fine_structure(a_other))
+    same_player = distance(fine_structure(a_ref), fine_structure(b_ref))
+    assert same_notes < 0.5 * same_player, (same_notes, same_player)
+    # the raw log-spectrum does not have this margin: the player's envelope weighs as much as the notes
+    raw_ratio = distance(a_ref, a_other) / distance(a_ref, b_ref)
+    assert same_notes / same_player < raw_ratio, (same_notes / same_player, raw_ratio)
+
+
+def test_render_manifest_records_the_players(players_root):
+    stage = next((players_root / ".render").glob("violin-*"))
+    rows = [json.loads(line) for line in (stage / "manifest.jsonl").read_text().splitlines()]
+    tags = {row["recording_id"].split("--")[1] for row in rows if "--" in row["recording_id"] and row["split"] == "train"}
+    assert {"timgm6mb_p110", "csound", "csound_p110"} <= tags
