@@ -246,7 +246,7 @@ def test_planted_cycle_fails_naming_each_import_and_type_only_loops_pass():
     problems = planted({"platform/cli/submit.py": submit + "\n\ndef _back():\n    from audiostyle.platform.cli import train\n"})
     line = len(submit.splitlines()) + 4
     assert len(problems) == 1 and problems[0].startswith(
-        "import cycle: cli.submit -> cli.train -> cli.submit (platform/cli/submit.py:%d, platform/cli/train.py:" % line)
+        f"import cycle: cli.submit -> cli.train -> cli.submit (platform/cli/submit.py:{line}, platform/cli/train.py:")
     three = {"platform/sweeps/planted_a.py": "from audiostyle.platform.sweeps.planted_b import b\n",
              "platform/sweeps/planted_b.py": "from audiostyle.platform.sweeps import planted_c\n",
              "platform/sweeps/planted_c.py": "import audiostyle.platform.sweeps.planted_a\n"}
