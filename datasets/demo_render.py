@@ -39,6 +39,7 @@ from audiostyle.datasets.demo_scores import (
     realize,
     stable_rng,
 )
+from audiostyle.datasets.manifest import MANIFEST_NAME
 from audiostyle.datasets.pair_dataset import PAIRS_DIR, AlignedRecording, write_pair_dataset
 from audiostyle.datasets.paired import HELDOUT_SEPARATOR
 from audiostyle.datasets.soundfonts import (
@@ -309,7 +310,7 @@ def _pairs(result: dict, out_root: Path, sample_rate: int) -> str:
     key = _signature(instruments=names, sources=sources, sample_rate=sample_rate)
     stamp_path = out / ".built.json"
     try:
-        if json.loads(stamp_path.read_text())["key"] == key and (out / "manifest.json").is_file():
+        if json.loads(stamp_path.read_text())["key"] == key and (out / MANIFEST_NAME).is_file():
             return str(out)
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -326,7 +327,7 @@ def _ingest(instrument: str, source_manifest: Path, instrument_dir: Path, *, sam
     matches (a re-run with the same arguments), ingest is skipped.
     """
     stamp_path = source_manifest.with_name("ingested.json")
-    manifest_json = instrument_dir / "manifest.json"
+    manifest_json = instrument_dir / MANIFEST_NAME
     try:
         stamp = json.loads(stamp_path.read_text())
         if stamp["source_sha256"] == sha256_file(source_manifest) and stamp["manifest_sha256"] == sha256_file(manifest_json):

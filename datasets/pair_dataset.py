@@ -98,16 +98,11 @@ def write_pair_dataset(out_dir: str | Path, recordings: Iterable[AlignedRecordin
     for split, members in by_split.items():
         if not members:
             continue
-        writer = ShardSequenceWriter(out, split, shard_max_bytes, before_replace=before_replace)
-        try:
+        with ShardSequenceWriter(out, split, shard_max_bytes, before_replace=before_replace) as writer:
             for rec in sorted(members, key=lambda r: r.piece_id):
                 _write_piece(writer, rec, instruments, sample_rate, segment_seconds)
                 manifest["pieces"][rec.piece_id] = split
-            shards = writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-        record_split(manifest, split, shards)
+        record_split(manifest, split, writer.shards)
     write_manifest(out, manifest)
     return manifest
 

@@ -1,9 +1,11 @@
 """`audiostyle quickstart`: the whole platform end to end in one command, on the embedded local Ray.
 
-It does, in-process, what the four user jobs do one by one: render demo instruments from SoundFonts
-into WebDataset shards (`data demo`), train a short curriculum run (`train`), pick the best checkpoint
-and export it as a bundle (`checkpoints export`), and transfer a held-out test clip to the other
-instrument (`transfer`). Each step prints the equivalent command, so the quickstart doubles as a tour.
+It does, in-process, what the user jobs do one by one: render demo instruments from SoundFonts into
+WebDataset shards (`data demo`), train the recipe that transfers at a first-run budget (`train`,
+experiments/first_run.yaml), pick the best checkpoint and export it as a bundle (`checkpoints export`),
+transfer a held-out test clip to the other instrument (`transfer`), and judge it (`evaluate` on that
+clip's piece: P(target instrument) and chroma against the input, beside the input unchanged, with the
+HTML report). Each step prints the equivalent command, so the quickstart doubles as a tour.
 """
 
 from __future__ import annotations
@@ -13,16 +15,15 @@ from pathlib import Path
 
 from audiostyle.platform.cli.argtypes import positive_int, positive_seconds
 
-DEFAULT_EXPERIMENT = "experiments/quickstart.yaml"
-TRANSFER_RECIPE = "experiments/paired_spectral.yaml"
-SMOKE_TEST_NOTE = f"""
-Note: the quickstart's model is a smoke test of the pipeline (a tiny research model, a minute of training):
-it does not transfer yet, and its output will not sound like the target. The recipe that does, on this
-CPU in about half an hour, is {TRANSFER_RECIPE}:
-  audiostyle data demo --minutes 20 --out data/demo
-  audiostyle train {TRANSFER_RECIPE}
-  audiostyle checkpoints export runs/paired_spectral --metric val/cross_recon --out bundles/paired_spectral
-  audiostyle evaluate bundles/paired_spectral data/demo --out reports/paired_spectral"""
+DEFAULT_EXPERIMENT = "experiments/first_run.yaml"
+DEFAULT_SECONDS = 180.0  # demo audio per instrument: enough train pieces for 400 steps of pairs
+NEXT_STEPS = """
+Next: the full recipe (six times the steps, about half an hour here) and, for inputs from players and rooms
+it never heard, experiments/any_player.yaml:
+  audiostyle data demo --minutes 20 --instruments piano,violin,cello --players timgm6mb,csound --out data/players
+  audiostyle train experiments/any_player.yaml
+  audiostyle checkpoints export runs/any_player --metric val/cross_recon --out bundles/any_player
+  audiostyle evaluate bundles/any_player data/players --input-soundfont fluidr3 --out reports/any_player"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,8 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="render demo data, train briefly, export the best checkpoint and transfer a clip",
         description="Run the whole platform end to end on an embedded local Ray instance: render piano and "
                     "violin from SoundFonts, shard them, train a short curriculum run, export the best "
-                    "checkpoint as a bundle and transfer a test clip from piano to violin. Takes a few "
-                    "minutes on a laptop CPU. Re-running reuses the data and resumes the run.",
+                    "checkpoint as a bundle, transfer a test clip from piano to violin and judge it. About "
+                    "seven minutes on a two-core laptop CPU. Re-running reuses the data and resumes the run.",
         epilog="example: audiostyle quickstart train.max_steps=200 --workers 2",
     )
     p.add_argument("overrides", nargs="*", metavar="a.b=c", help="overrides for the experiment YAML")
@@ -41,7 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="out/quickstart", help="bundle and transferred audio (default out/quickstart)")
     p.add_argument("--workers", type=positive_int, default=None, help="Ray Train workers (default: the YAML's scaling)")
     p.add_argument("--seconds", type=positive_seconds, default=None,
-                   help="seconds of demo audio per instrument (default: the renderer's CI-sized set)")
+                   help=f"seconds of demo audio per instrument (default: {DEFAULT_SECONDS:g})")
+    p.add_argument("--no-evaluate", action="store_true", help="skip judging the transferred clip")
     p.set_defaults(func=run)
 
 
@@ -71,29 +73,53 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_experiment(args.experiment, [f"data.root={data_root}", *args.overrides])
     source, target = cfg.instrument_names[0], cfg.instrument_names[1]
 
-    _step("1/4 render demo instruments", f"audiostyle data demo --out {args.data} --instruments {','.join(cfg.instrument_names)}")
-    prepare_demo(data_root, instruments=tuple(cfg.instrument_names), seconds_per_instrument=args.seconds,
-                seed=cfg.seed, progress=True)
+    _step("1/5 render demo instruments", f"audiostyle data demo --out {args.data} --instruments {','.join(cfg.instrument_names)}")
+    prepare_demo(data_root, instruments=tuple(cfg.instrument_names), seconds_per_instrument=args.seconds or DEFAULT_SECONDS,
+                 seed=cfg.seed, progress=True)
 
-    _step("2/4 train on the embedded local Ray", f"audiostyle train {args.experiment} data.root={args.data}")
+    _step("2/5 train on the embedded local Ray", f"audiostyle train {args.experiment} data.root={args.data}")
     run_training(cfg, workers=args.workers)
 
     storage = Path(cfg.run.storage_path).resolve() / cfg.run_name
     metric, mode = cfg.train.checkpoint_metric, cfg.train.checkpoint_mode
-    _step("3/4 export the best checkpoint", f"audiostyle checkpoints export {storage} --metric {metric} --out {out / 'bundle'}")
+    _step("3/5 export the best checkpoint", f"audiostyle checkpoints export {storage} --metric {metric} --out {out / 'bundle'}")
     best = best_checkpoint(storage, metric, mode)
     print(f"   best: {best.location} (step {best.step}, {metric}={best.value(metric):.4f})")
     bundle = export_bundle(best.location, out / "bundle", data_root=data_root, overwrite=True)
     print(f"   bundle: {bundle}")
 
-    _step("4/4 transfer a test clip", f"audiostyle transfer {out / 'bundle'} --to {target} <clip> -o {out}")
+    _step("4/5 transfer a test clip", f"audiostyle transfer {out / 'bundle'} --to {target} <clip> -o {out}")
     item = load_paired_test(data_root, [source, target])[0]
     clip = out / f"{item.piece_id}.{source}.wav"
     clip.parent.mkdir(parents=True, exist_ok=True)
     sf.write(clip, item.audio[source], item.sample_rate)
     written = transfer_files(bundle, [clip], target, out_dir=out, log=print)
+    if not args.no_evaluate:
+        _step("5/5 judge the transfer", f"audiostyle evaluate {out / 'bundle'} {args.data} --max-pieces 1 "
+                                        f"--instruments {source} {target} --out {out / 'report'}")
+        print(verdict(judge_clip(bundle, data_root, out / "report", source, target), source, target))
     print(f"\nDone. Listen to {clip} and {written[0]}; the paired {target} rendering of the same notes is the "
-          f"reference. Next: `audiostyle evaluate {bundle} {args.data}`.")
-    if Path(args.experiment).resolve() == Path(DEFAULT_EXPERIMENT).resolve():
-        print(SMOKE_TEST_NOTE)
+          f"reference. Report: {out / 'report' / 'index.html'}")
+    print(NEXT_STEPS)
     return 0
+
+
+def judge_clip(bundle: Path, data_root: Path, out: Path, source: str, target: str) -> dict:
+    """`evaluate` on the first test piece (the transferred clip's), both directions, without baselines."""
+    from audiostyle.platform.evaluation.evaluate import evaluate
+
+    return evaluate(bundle, data_root, out_dir=out, instruments=[source, target], max_pieces=1, baselines=False,
+                    progress=False)
+
+
+def verdict(results: dict, source: str, target: str) -> str:
+    """One line: the transfer's P(target) and chroma against the input, beside the input unchanged and the
+    oracle, and whether the judge earned trust on the piece first."""
+    scores = results["pairs"][f"{source}->{target}"]
+    model, identity, oracle = scores["model"], scores["identity"], scores["oracle"]
+    trusted = results["classifier"]["checks"]["trusted"]
+    passes = model["p_target"] >= 0.8 and model["chroma_cos"] >= 0.9 * oracle["chroma_cos"]
+    return (f"   {source} -> {target}: P({target}) {model['p_target']:.2f} (input unchanged {identity['p_target']:.2f}), "
+            f"chroma vs the input {model['chroma_cos']:.2f} (oracle {oracle['chroma_cos']:.2f}): "
+            + ("sounds like the target and keeps the notes" if passes else "does not pass the judge yet")
+            + ("" if trusted else " [the judge failed its own checks on this piece: see the report]"))

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audiostyle.datasets.audio_io import to_rate_float32, write_audio_atomic
+from audiostyle.datasets.manifest import MANIFEST_NAME
 from audiostyle.datasets.recording_conditions import CONDITIONS
 from audiostyle.platform.core.atomic_files import write_json_atomic
 from audiostyle.platform.core.errors import DataError, did_you_mean
@@ -143,7 +144,7 @@ def _mean(values: list[float]) -> float | None:
 
 def choose_instruments(tr: Transferer, data_root: str | Path, instruments: list[str] | None) -> list[str]:
     """The instruments to evaluate: those asked for, else every bundle instrument the data holds; two at least."""
-    chosen = instruments or [n for n in tr.instruments if (Path(data_root) / n / "manifest.json").exists()]
+    chosen = instruments or [n for n in tr.instruments if (Path(data_root) / n / MANIFEST_NAME).exists()]
     for name in chosen:
         if name not in tr.instruments:
             raise DataError(f"instrument {name!r} is not in the bundle ({', '.join(tr.instruments)})."
