@@ -209,6 +209,64 @@ def test_lost_node_shrinks_the_group_and_a_new_node_grows_it_back(ray_tmpdir, ti
     assert optim["data_position"]["world"] == 2
 
 
+def placement_groups() -> dict[str, int]:
+    """Every placement group the cluster has had (removed ones too) -> its number of bundles (= workers)."""
+    from ray.util import placement_group_table
+
+    return {pg_id: len(pg["bundles"]) for pg_id, pg in placement_group_table().items()}
+
+
+def test_killed_node_restarts_on_the_workers_left_without_trying_the_old_size(
+        ray_tmpdir, tiny_config, tmp_path, monkeypatch):
+    """SIGKILL of a node's processes (no drain): the GCS still counts the node alive for ~15 s (its health
+    checks), so a restart sized from that view asks for 2 workers and waits out the worker-group start
+    timeout (180 s in this module). The restart must ask for the 1 worker that can be placed."""
+    from audiostyle.platform.training.driver import run_training
+
+    monkeypatch.setenv(SHARED, "1")
+    cfg = tiny_config("train.max_steps=6", "train.val_every=2", "train.keep_top_k=1", "run.max_failures=3")
+    steps_file = tmp_path / "steps.jsonl"
+    hooks = WorkerTestHooks(steps_file=str(steps_file), hold_after_steps=(4,), hold_s=240)
+    outcome: dict = {}
+
+    def train() -> None:
+        try:
+            outcome["result"] = run_training(cfg, address=cluster.address, workers=(1, 2), resize_every_s=3,
+                                             storage_path=str(tmp_path / "runs"), name="killed", test_hooks=hooks)
+        except BaseException as exc:  # reported by the main thread
+            outcome["error"] = exc
+
+    with loopback_cluster(2) as cluster:
+        second = next(iter(cluster.worker_nodes))
+        driver = threading.Thread(target=train, daemon=True)
+        driver.start()
+        wait_for("step 4 on 2 workers", lambda: any(e["step"] == 4 and e["workers"] == 2
+                                                    for e in steps_log(steps_file)), 300)
+        wait_for("the step-4 checkpoint", lambda: (tmp_path / "runs/killed/step_00000004/state.json").exists(), 60)
+        time.sleep(4)  # the controller has registered the checkpoint (it polls every 2 s)
+        before = set(placement_groups())
+        lost_at = time.time()
+        cluster.remove_node(second, allow_graceful=False)
+
+        def restarted_on_one_worker() -> bool:
+            tried = {pg_id: n for pg_id, n in placement_groups().items() if pg_id not in before}
+            assert all(n == 1 for n in tried.values()), f"the restart asked for more workers than fit: {tried}"
+            return any(e["workers"] == 1 for e in steps_log(steps_file))
+
+        wait_for("a step on the 1 worker left", restarted_on_one_worker, 170)
+        recovered_s = next(e["t"] for e in steps_log(steps_file) if e["workers"] == 1) - lost_at
+        driver.join(240)
+        assert not driver.is_alive(), "training did not finish"
+        assert "error" not in outcome, outcome.get("error")
+        result = outcome["result"]
+
+    log = steps_log(steps_file)
+    first_small = next(e for e in log if e["workers"] == 1)
+    assert first_small["step"] == 5 and first_small["grad_accum"] == 2  # from the step-4 checkpoint
+    assert recovered_s < 90, f"next step {recovered_s:.0f} s after the loss"  # far below the 180 s start timeout
+    assert result.error is None and result.metrics["step"] == 6 and result.metrics["scale/workers"] == 1
+
+
 def test_ranks_on_two_nodes_step_together_from_the_wheel_and_survive_a_killed_worker(
         two_nodes, tiny_config, tmp_path, monkeypatch):
     import ray

@@ -1,6 +1,7 @@
 """What a training rank derives from the world size of an elastic run (no Ray): the global batch kept by
-accumulation, where each rank's data stream continues, the validation split, the size history; and the
-`scaling.num_workers` range a config may give."""
+accumulation, where each rank's data stream continues, the validation split, the size history; the
+`scaling.num_workers` range a config may give; and, on the controller's side, which nodes count as live
+and how many workers they hold (live_nodes.py, on a fake node table)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ import pytest
 
 from audiostyle.platform.config.field_domains import worker_range
 from audiostyle.platform.core.errors import ConfigError
+from audiostyle.platform.training.live_nodes import (
+    live_node_ids,
+    only_live,
+    wait_unless_unplaceable,
+    workers_that_fit,
+)
 from audiostyle.platform.training.worker_scaling import (
     DataPosition,
     WorldScale,
@@ -56,3 +63,55 @@ def test_worker_counts_and_ranges():
                          ([1, 2, 3], "a range"), (True, "a range")):
         with pytest.raises(ConfigError, match=message):
             worker_range(bad)
+
+
+def node(node_id: str, *, alive: bool = True, cpus: float = 1.0, port: int = 7000) -> dict:
+    """An entry of ray.nodes() as the GCS's node table gives it."""
+    return {"NodeID": node_id, "Alive": alive, "NodeManagerAddress": "127.0.0.1", "NodeManagerPort": port,
+            "Resources": {"CPU": cpus, "memory": 1e9}}
+
+
+def test_a_node_counts_as_live_while_the_gcs_says_alive_and_its_raylet_answers():
+    # the GCS still says Alive for a killed node (its health checks take ~15 s): its refused port tells
+    table = [node("live-a", port=1), node("killed-b", port=2), node("dead-c", alive=False, port=3),
+             node("silent-d", port=4)]
+    verdicts = {1: False, 2: True, 3: False, 4: None}  # port -> refused? (None: no answer in time)
+    probed: list[int] = []
+
+    def probe(host: str, port: int) -> bool | None:
+        probed.append(port)
+        return verdicts[port]
+
+    assert live_node_ids(table, probe=probe) == {"live-a"}
+    assert sorted(probed) == [1, 2, 4]  # a node the GCS has declared dead is not probed
+    probed.clear()
+    verdicts.update({2: False, 4: False})  # a refusal is final (node ids never return); silence is not
+    assert live_node_ids(table, probe=probe) == {"live-a", "silent-d"} and sorted(probed) == [1, 4]
+
+
+def test_workers_are_counted_on_live_nodes_only():
+    per_worker = {"CPU": 1.0, "GPU": 0.0}
+    assert workers_that_fit([{"CPU": 1.0}, {"CPU": 3.5}, {}], per_worker) == 4  # no worker spans two nodes
+    assert workers_that_fit([{"CPU": 4.0, "GPU": 1.0}], {"CPU": 1.0, "GPU": 1.0}) == 1
+    reserved = {"live-a": {"CPU": 1.0}, "killed-b": {"CPU": 1.0}}
+    assert workers_that_fit(only_live(reserved, {"live-a"}).values(), per_worker) == 1
+
+
+def test_an_elastic_start_gives_up_once_the_live_nodes_cannot_hold_it():
+    import time
+
+    rooms = iter([2, 2, 1])  # the node is found dead at the third check
+    waits: list[float] = []
+
+    def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        return False
+
+    started = time.monotonic()
+    assert not wait_unless_unplaceable(wait, 2, lambda: next(rooms), timeout_s=60, check_every_s=0.01)
+    assert len(waits) == 3 and time.monotonic() - started < 5  # not the 60 s start timeout
+    assert wait_unless_unplaceable(lambda s: True, 2, lambda: 0, timeout_s=60)  # placed: done
+    started = time.monotonic()  # placeable but not placed (resources busy elsewhere): the whole timeout
+    assert not wait_unless_unplaceable(lambda s: time.sleep(s) or False, 2, lambda: 2, timeout_s=0.3,
+                                       check_every_s=0.05)
+    assert 0.3 <= time.monotonic() - started < 2

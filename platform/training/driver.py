@@ -14,7 +14,10 @@ A worker range `[min, max]` (scaling.num_workers or --workers MIN-MAX) makes the
 V2's ScalingConfig(num_workers=(min, max))): a lost node fails the group, which restarts from the latest
 checkpoint with the workers the cluster still has (>= min) instead of waiting for the lost ones; every
 `resize_every_s` a healthy group checks whether it could have more and, if so, restarts from the latest
-checkpoint with them. How the workers adapt to the world size is worker_scaling.py's business.
+checkpoint with them. The restart counts only live nodes (live_nodes.py: a killed node stays "alive" in
+Ray's view for ~15 s), and a start that the live nodes cannot hold gives up at once rather than after
+Ray's worker-group start timeout (both hooked in by ray_workarounds.py); a fixed worker count still waits
+for its workers. How the workers adapt to the world size is worker_scaling.py's business.
 
 Sweeps call `run_training` from a Tune trial's driver function with `callbacks=[TuneReportCallback()]`.
 """

@@ -5,8 +5,10 @@ upstream fix lands, its workaround is deleted in one place, and a Ray or Optuna 
 breaks here, with the reason next to it.
 
 - `setup_worker_process` (the job's worker-process setup hook): `quiet_ray_logs` mutes two Ray Train V2
-  log sources by their private logger names; `fresh_view_for_elastic_restarts` makes an elastic run
-  that lost a node restart with the workers that are left, not the ones it had (ElasticScalingPolicy).
+  log sources by their private logger names; `live_view_for_elastic_restarts` makes an elastic run that
+  lost a node restart with the workers the live nodes hold, not the ones it had (ElasticScalingPolicy);
+  `quick_give_up_for_elastic_starts` ends an elastic group's start as soon as the live nodes cannot
+  hold it, instead of after the worker-group start timeout (WorkerGroup._create_placement_group).
 - `keep_loopback`: stops ray.init from rewriting 127.0.0.1 / localhost into this machine's outward
   address (ray._private.services.resolve_ip_for_localhost).
 - `PlacementGroupReaper` / `release_orphaned_placement_groups`: frees the placement groups of Train runs
@@ -33,7 +35,8 @@ SETUP_HOOK = "audiostyle.platform.training.ray_workarounds.setup_worker_process"
 def setup_worker_process() -> None:
     """Runs first in every worker process of our Ray jobs, the Train controller's included."""
     quiet_ray_logs()
-    fresh_view_for_elastic_restarts()
+    live_view_for_elastic_restarts()
+    quick_give_up_for_elastic_starts()
 
 
 def quiet_ray_logs() -> None:
@@ -50,17 +53,18 @@ def quiet_ray_logs() -> None:
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)  # Ray names this logger by file path
 
 
-def fresh_view_for_elastic_restarts() -> None:
-    """Make Ray Train's elastic policy count the workers it can start on a fresh view of the cluster.
+def live_view_for_elastic_restarts() -> None:
+    """Make Ray Train's elastic policy count only the workers that live nodes can hold.
 
-    ElasticScalingPolicy asks the AutoscalingCoordinator for the resources reserved to the run; the
-    coordinator refreshes its view of the nodes every 20 s (TICK_INTERVAL_S). Right after a node is lost
-    the answer still holds the dead node, so the controller asks for the old worker count, waits out the
-    worker-group start timeout (60 s) and only then retries with the workers that are left: over a
-    minute without training. The coordinator already takes `recompute=True` (a fresh tick, a ray.nodes()
-    call); the policy just never passes it (Ray 2.60; ray-project/ray#66002 reworks this path). The
-    policy throttles its queries to one a second, so this adds one GCS read per second while
-    recovering and one per resize check while training.
+    ElasticScalingPolicy sizes a group from the resources the AutoscalingCoordinator reserved to the run;
+    the coordinator refreshes its view of the nodes every 20 s (TICK_INTERVAL_S), and even a fresh view
+    (`recompute=True`, a ray.nodes() read) still holds a node whose processes were killed until the GCS's
+    health checks give up on it (~15 s). Right after such a loss the controller therefore asks for the old
+    worker count. Here the policy asks for a fresh view and drops the reservations on nodes that
+    live_nodes.py finds dead (node table, then a TCP probe of each raylet), so the restart asks for what
+    the cluster has (Ray 2.60; ray-project/ray#66002 reworks this path). The policy throttles its queries
+    to one a second, so this adds one GCS read and one probe per node per second while recovering, and
+    one of each per resize check while training.
     """
     import ray
     from ray.train.v2._internal.execution.scaling_policy import elastic
@@ -69,8 +73,10 @@ def fresh_view_for_elastic_restarts() -> None:
     )
     from ray.train.v2._internal.util import time_monotonic
 
+    from audiostyle.platform.training.live_nodes import live_node_ids, only_live
+
     policy = elastic.ElasticScalingPolicy
-    if getattr(policy, "_audiostyle_fresh_view", False):
+    if getattr(policy, "_audiostyle_live_view", False):
         return
 
     def _get_reserved_resources(self: Any) -> Any:
@@ -80,7 +86,9 @@ def fresh_view_for_elastic_restarts() -> None:
         try:
             reserved = ray.get(self._autoscaling_coordinator.get_reserved_resources.remote(
                 self._requester_id, recompute=True), timeout=AUTOSCALING_REQUESTS_GET_TIMEOUT_S)
+            reserved = only_live(reserved, live_node_ids())
         except Exception:  # as upstream: a failed query means "no decision now", never a failed run
+            reserved = None
             logger.warning("could not get the resources reserved to %s; not resizing now", self._requester_id,
                            exc_info=True)
         finally:
@@ -89,7 +97,65 @@ def fresh_view_for_elastic_restarts() -> None:
         return reserved
 
     policy._get_reserved_resources = _get_reserved_resources
-    policy._audiostyle_fresh_view = True
+    policy._audiostyle_live_view = True
+
+
+def quick_give_up_for_elastic_starts() -> None:
+    """End the start of an elastic worker group as soon as the live nodes cannot hold it.
+
+    WorkerGroup._start_impl waits for the group's placement group up to the worker-group start timeout
+    (RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, 60 s) and only then raises WorkerGroupStartupTimeoutError, on
+    which the controller decides the size again. A size decided from a view that still held a lost node
+    (or a node lost while the group starts) can never be placed, so an elastic group's placement group
+    is waited for in one-second slices, and the start gives up once live_nodes.py says the live nodes
+    cannot hold it; the controller then retries at the size they do hold (the retry does not count
+    against `run.max_failures`: Ray charges start failures to its unlimited controller-failure budget). A
+    start that could be placed (resources busy elsewhere) waits the whole timeout as before, and so does
+    every start of a fixed-size group, which waits for its workers by design.
+    """
+    from ray.train.v2._internal.execution.worker_group import worker_group
+    from ray.train.v2._internal.execution.worker_group.placement_group_handle import (
+        DefaultPlacementGroupHandle,
+        PlacementGroupHandle,
+    )
+
+    from audiostyle.platform.training.live_nodes import live_capacity, wait_unless_unplaceable
+
+    group = worker_group.WorkerGroup
+    if getattr(group, "_audiostyle_quick_give_up", False):
+        return
+
+    class GiveUpWhenUnplaceable(PlacementGroupHandle):
+        """An elastic group's placement group, whose wait ends early once it cannot be placed."""
+
+        def __init__(self, inner: Any, workers: int, per_worker: dict[str, float]):
+            self._inner, self._workers, self._per_worker = inner, workers, per_worker
+
+        @property
+        def placement_group(self) -> Any:
+            return self._inner.placement_group
+
+        def ready(self) -> Any:
+            return self._inner.ready()
+
+        def wait(self, timeout_seconds: float = 30) -> bool:
+            return wait_unless_unplaceable(self._inner.wait, self._workers,
+                                           lambda: live_capacity(self._per_worker), timeout_seconds)
+
+        def shutdown(self) -> None:
+            self._inner.shutdown()
+
+    original = group._create_placement_group
+
+    def _create_placement_group(self: Any, scaling_config: Any, worker_group_context: Any) -> Any:
+        handle = original(self, scaling_config, worker_group_context)
+        if scaling_config.elasticity_enabled and isinstance(handle, DefaultPlacementGroupHandle):
+            return GiveUpWhenUnplaceable(handle, worker_group_context.num_workers,
+                                         dict(worker_group_context.resources_per_worker))
+        return handle
+
+    group._create_placement_group = _create_placement_group
+    group._audiostyle_quick_give_up = True
 
 
 @contextlib.contextmanager
