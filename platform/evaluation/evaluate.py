@@ -50,12 +50,22 @@ CLASSIFIER_SECONDS = 600.0  # per instrument and SoundFont: 300 windows of 2 s
 TRUST = {"oracle_min": 0.9, "identity_max": 0.2, "degraded_max": 0.3}
 
 
+def _sound_set(recording_id: str) -> str:
+    """The sound set a demo recording was made with: `p--csound_p1` -> `csound`; no tag: the reference."""
+    from audiostyle.datasets.paired import soundfont_of
+    from audiostyle.datasets.soundfonts import TRAINING_SOUNDFONT
+
+    tag = soundfont_of(recording_id)
+    return TRAINING_SOUNDFONT if tag is None else tag.split("_p", 1)[0]
+
+
 def _judge_clips(data_root: Path, instruments: list[str], splits: tuple[str, ...], max_seconds: float,
-                 skip_pieces: set[str]) -> tuple[list[np.ndarray], list[str], dict[str, float]]:
-    """Audio of `splits` per instrument, at most `max_seconds` per (instrument, SoundFont), leaving out
-    recordings of `skip_pieces`; also the seconds taken per SoundFont."""
+                 skip_pieces: set[str], skip_sets: frozenset[str] = frozenset()
+                 ) -> tuple[list[np.ndarray], list[str], dict[str, float]]:
+    """Audio of `splits` per instrument, at most `max_seconds` per (instrument, sound set), leaving out
+    recordings of `skip_pieces` and of the sound sets `skip_sets`; also the seconds taken per sound set."""
     from audiostyle.datasets.manifest import iter_split_audio
-    from audiostyle.datasets.paired import piece_id_of, soundfont_of
+    from audiostyle.datasets.paired import piece_id_of
 
     clips, labels, seconds = [], [], {}
     for name in instruments:
@@ -63,8 +73,8 @@ def _judge_clips(data_root: Path, instruments: list[str], splits: tuple[str, ...
         for split in splits:
             for _, audio, sr, record in iter_split_audio(data_root / name, split):
                 rid = str(record.get("recording_id", ""))
-                tag = soundfont_of(rid) or "training"
-                if piece_id_of(rid) in skip_pieces or taken.get(tag, 0.0) >= max_seconds:
+                tag = _sound_set(rid)
+                if piece_id_of(rid) in skip_pieces or tag in skip_sets or taken.get(tag, 0.0) >= max_seconds:
                     continue
                 clips.append((audio, sr))
                 labels.append(name)
@@ -74,12 +84,20 @@ def _judge_clips(data_root: Path, instruments: list[str], splits: tuple[str, ...
     return clips, labels, seconds
 
 
+def _heldout_sets(root: Path, instruments: list[str]) -> set[str]:
+    from audiostyle.datasets.paired import heldout_soundfonts
+
+    return {s for name in instruments if (root / name / MANIFEST_NAME).exists() for s in heldout_soundfonts(root / name)}
+
+
 def train_timbre_classifier(data_root: str | Path, instruments: list[str], sample_rate: int,
                             *, max_seconds: float = CLASSIFIER_SECONDS) -> tuple[TimbreClassifier, dict[str, Any]]:
     """Fit the judge on SoundFonts other than the test split's when the data has them.
 
     The demo's `heldout` split renders every piece with each held-out SoundFont; its train and val pieces
-    (never the test pieces) teach the judge. Without it, the train and val splits (other pieces, same
+    (never the test pieces) teach the judge, beside the train and val pieces of the other players when the
+    demo was rendered with several (`--players`; never the reference set's, which plays the test split
+    and every paired target). Without a held-out set, the train and val splits (other pieces, same
     SoundFont) are used, and the report says that P(target) then measures closeness to that sample set.
     """
     from audiostyle.datasets.manifest import read_manifest
@@ -88,8 +106,14 @@ def train_timbre_classifier(data_root: str | Path, instruments: list[str], sampl
     test_pieces = {rid for name in instruments
                    for rid, split in read_manifest(root / name).get("recordings", {}).items() if split == "test"}
     try:
-        clips, labels, seconds = _judge_clips(root, instruments, ("heldout",), max_seconds, test_pieces)
-        source = f"heldout split: SoundFonts {', '.join(sorted(seconds))} (never the test pieces' SoundFont)"
+        from audiostyle.datasets.soundfonts import TRAINING_SOUNDFONT
+
+        clips, labels, seconds = _judge_clips(root, instruments, ("heldout", "train", "val"), max_seconds,
+                                              test_pieces, frozenset({TRAINING_SOUNDFONT}))
+        if not any(tag for tag in seconds if tag in _heldout_sets(root, instruments)):
+            raise DataError("no held-out sound set")
+        source = (f"heldout split and other players: SoundFonts {', '.join(sorted(seconds))} (never the test "
+                  "pieces, never the test split's SoundFont)")
         note = ""
     except DataError:
         clips, labels, seconds = _judge_clips(root, instruments, ("train", "val"), max_seconds, test_pieces)
