@@ -146,7 +146,10 @@ def player_recordings(recordings: Sequence[Recording], spec: InstrumentSpec,
                       players: Sequence[SoundFont]) -> list[tuple[Recording, SoundFont, str]]:
     """The train and val recordings again for every (player, program of the family) but the reference
     (players[0] with the main program), as (recording `<piece_id>--<tag>`, SoundFont, tag). The notes
-    stay the same, so every rendering of a piece is aligned with the reference's (pairs across players)."""
+    stay the same, so every rendering of a piece is aligned with the reference's (pairs across players).
+    With the reference alone (the default demo) there are none: the demo stays one player per instrument."""
+    if len(players) < 2:
+        return []
     out = []
     for soundfont in players:
         for program in spec.programs:

@@ -66,15 +66,18 @@ def test_timgm_trains_and_every_other_soundfont_is_held_out(tmp_path):
     assert [s.name for s in find_soundfonts([tmp_path])] == ["timgm6mb"]
     (tmp_path / "FluidR3_GM.sf2").symlink_to(timgm_path())
     (tmp_path / "sf_GMbank.sf2").symlink_to(timgm_path())
-    (tmp_path / "MuseScore_General-Lite.sf3").symlink_to(timgm_path())  # left out: its piano renders wrongly
+    (tmp_path / "MuseScore_General-Lite.sf3").symlink_to(timgm_path())  # the Lite set is not one of the four
+    (tmp_path / "MuseScore_General.sf3").symlink_to(timgm_path())
     (tmp_path / "dangling").mkdir()
     (tmp_path / "dangling" / "FluidR3_GM.sf2").symlink_to(tmp_path / "removed.sf2")  # a package removed
     assert [s.name for s in find_soundfonts([tmp_path / "dangling"])] == ["timgm6mb"]
     found = find_soundfonts([tmp_path])
-    assert [s.name for s in found] == ["timgm6mb", "fluidr3", "csound"]
-    training, heldout = choose_soundfonts(found)
-    assert training.name == "timgm6mb" and training.path == timgm_path()
-    assert [h.name for h in heldout] == ["fluidr3", "csound"]
+    assert [s.name for s in found] == ["timgm6mb", "fluidr3", "musescore", "csound"]
+    players, heldout = choose_soundfonts(found)
+    assert [p.name for p in players] == ["timgm6mb"] and players[0].path == timgm_path()
+    assert [h.name for h in heldout] == ["fluidr3", "musescore", "csound"]
+    players, heldout = choose_soundfonts(found, ["csound", "timgm6mb"])  # the reference always comes first
+    assert [p.name for p in players] == ["timgm6mb", "csound"] and [h.name for h in heldout] == ["fluidr3", "musescore"]
     assert choose_soundfonts(find_soundfonts([tmp_path / "none"]))[1] == []
 
 
@@ -160,7 +163,8 @@ def test_stage_demo_writes_paired_notes_heldout_split_and_reuses_audio(tmp_path,
     args = dict(seconds_per_instrument=20, seed=0, cache_dir=score_cache, soundfont_dirs=[fonts])
     result = stage_demo(out, ("piano", "violin", "cello"), **args)
     assert result["heldout_skipped"] is None
-    assert result["soundfonts"] == {"train": str(timgm_path()), "heldout": [str(fonts / "FluidR3_GM.sf2")]}
+    assert result["soundfonts"] == {"train": str(timgm_path()), "players": ["timgm6mb"],
+                                    "heldout": [str(fonts / "FluidR3_GM.sf2")]}
     rows = {name: [json.loads(line) for line in open(info["source_manifest"])]
             for name, info in result["instruments"].items()}
     test_ids = result["test_pieces"]
