@@ -41,7 +41,7 @@ from audiostyle.datasets.demo_scores import (
 )
 from audiostyle.datasets.manifest import MANIFEST_NAME
 from audiostyle.datasets.pair_dataset import PAIRS_DIR, AlignedRecording, write_pair_dataset
-from audiostyle.datasets.paired import HELDOUT_SEPARATOR
+from audiostyle.datasets.paired import HELDOUT_SEPARATOR, PROGRAM_SEPARATOR
 from audiostyle.datasets.soundfonts import (
     TRAINING_SOUNDFONT,
     InstrumentSpec,
@@ -64,7 +64,7 @@ RENDER_FORMAT = 2  # bump when the rendering changes, so stale staged FLAC is no
 
 def player_tag(soundfont: SoundFont, program: int, spec: InstrumentSpec) -> str:
     """`csound`, or `csound_p1` for a program other than the instrument's main one."""
-    return soundfont.name if program == spec.program else f"{soundfont.name}_p{program}"
+    return soundfont.name if program == spec.program else f"{soundfont.name}{PROGRAM_SEPARATOR}{program}"
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from audiostyle.platform.core.errors import DataError
 
 NOTES_DIR = "notes"
 HELDOUT_SEPARATOR = "--"  # piece ids are [a-z0-9_] only, so this never occurs inside one
+PROGRAM_SEPARATOR = "_p"  # a player's tag: `<sound set>` or `<sound set>_p<program>` (sound set names hold no "_p")
 
 
 @dataclass
@@ -50,6 +51,12 @@ def soundfont_of(recording_id: str) -> str | None:
     """The held-out SoundFont a recording was rendered with (`...--fluidr3` -> `fluidr3`), else None."""
     _, sep, tag = recording_id.partition(HELDOUT_SEPARATOR)
     return tag if sep else None
+
+
+def sound_set_of(recording_id: str, reference: str) -> str:
+    """The sound set a demo recording was made with: `...--csound_p1` -> `csound`; no tag: `reference`."""
+    tag = soundfont_of(recording_id)
+    return reference if tag is None else tag.split(PROGRAM_SEPARATOR, 1)[0]
 
 
 def heldout_soundfonts(instrument_dir: str | Path) -> list[str]:

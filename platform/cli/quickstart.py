@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="data/demo", help="where the demo instruments are rendered (default data/demo)")
     p.add_argument("--out", default="out/quickstart", help="bundle and transferred audio (default out/quickstart)")
     p.add_argument("--workers", type=positive_int, default=None, help="Ray Train workers (default: the YAML's scaling)")
-    p.add_argument("--seconds", type=positive_seconds, default=None,
+    p.add_argument("--seconds", type=positive_seconds, default=DEFAULT_SECONDS,
                    help=f"seconds of demo audio per instrument (default: {DEFAULT_SECONDS:g})")
     p.add_argument("--no-evaluate", action="store_true", help="skip judging the transferred clip")
     p.set_defaults(func=run)
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     source, target = cfg.instrument_names[0], cfg.instrument_names[1]
 
     _step("1/5 render demo instruments", f"audiostyle data demo --out {args.data} --instruments {','.join(cfg.instrument_names)}")
-    prepare_demo(data_root, instruments=tuple(cfg.instrument_names), seconds_per_instrument=args.seconds or DEFAULT_SECONDS,
+    prepare_demo(data_root, instruments=tuple(cfg.instrument_names), seconds_per_instrument=args.seconds,
                  seed=cfg.seed, progress=True)
 
     _step("2/5 train on the embedded local Ray", f"audiostyle train {args.experiment} data.root={args.data}")

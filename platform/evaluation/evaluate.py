@@ -50,22 +50,14 @@ CLASSIFIER_SECONDS = 600.0  # per instrument and SoundFont: 300 windows of 2 s
 TRUST = {"oracle_min": 0.9, "identity_max": 0.2, "degraded_max": 0.3}
 
 
-def _sound_set(recording_id: str) -> str:
-    """The sound set a demo recording was made with: `p--csound_p1` -> `csound`; no tag: the reference."""
-    from audiostyle.datasets.paired import soundfont_of
-    from audiostyle.datasets.soundfonts import TRAINING_SOUNDFONT
-
-    tag = soundfont_of(recording_id)
-    return TRAINING_SOUNDFONT if tag is None else tag.split("_p", 1)[0]
-
-
 def _judge_clips(data_root: Path, instruments: list[str], splits: tuple[str, ...], max_seconds: float,
                  skip_pieces: set[str], skip_sets: frozenset[str] = frozenset()
                  ) -> tuple[list[np.ndarray], list[str], dict[str, float]]:
     """Audio of `splits` per instrument, at most `max_seconds` per (instrument, sound set), leaving out
     recordings of `skip_pieces` and of the sound sets `skip_sets`; also the seconds taken per sound set."""
     from audiostyle.datasets.manifest import iter_split_audio
-    from audiostyle.datasets.paired import piece_id_of
+    from audiostyle.datasets.paired import piece_id_of, sound_set_of
+    from audiostyle.datasets.soundfonts import TRAINING_SOUNDFONT
 
     clips, labels, seconds = [], [], {}
     for name in instruments:
@@ -73,7 +65,7 @@ def _judge_clips(data_root: Path, instruments: list[str], splits: tuple[str, ...
         for split in splits:
             for _, audio, sr, record in iter_split_audio(data_root / name, split):
                 rid = str(record.get("recording_id", ""))
-                tag = _sound_set(rid)
+                tag = sound_set_of(rid, TRAINING_SOUNDFONT)
                 if piece_id_of(rid) in skip_pieces or tag in skip_sets or taken.get(tag, 0.0) >= max_seconds:
                     continue
                 clips.append((audio, sr))
@@ -82,12 +74,6 @@ def _judge_clips(data_root: Path, instruments: list[str], splits: tuple[str, ...
         for tag, s in taken.items():
             seconds[tag] = seconds.get(tag, 0.0) + s
     return clips, labels, seconds
-
-
-def _heldout_sets(root: Path, instruments: list[str]) -> set[str]:
-    from audiostyle.datasets.paired import heldout_soundfonts
-
-    return {s for name in instruments if (root / name / MANIFEST_NAME).exists() for s in heldout_soundfonts(root / name)}
 
 
 def train_timbre_classifier(data_root: str | Path, instruments: list[str], sample_rate: int,
@@ -101,17 +87,18 @@ def train_timbre_classifier(data_root: str | Path, instruments: list[str], sampl
     SoundFont) are used, and the report says that P(target) then measures closeness to that sample set.
     """
     from audiostyle.datasets.manifest import read_manifest
+    from audiostyle.datasets.paired import heldout_soundfonts
+    from audiostyle.datasets.soundfonts import TRAINING_SOUNDFONT
 
     root = Path(data_root)
     test_pieces = {rid for name in instruments
                    for rid, split in read_manifest(root / name).get("recordings", {}).items() if split == "test"}
+    heldout_sets = {s for name in instruments for s in heldout_soundfonts(root / name)}
     try:
-        from audiostyle.datasets.soundfonts import TRAINING_SOUNDFONT
-
         clips, labels, seconds = _judge_clips(root, instruments, ("heldout", "train", "val"), max_seconds,
                                               test_pieces, frozenset({TRAINING_SOUNDFONT}))
-        if not any(tag for tag in seconds if tag in _heldout_sets(root, instruments)):
-            raise DataError("no held-out sound set")
+        if not heldout_sets & set(seconds):
+            raise DataError("no held-out sound set")  # the other players alone would not make a strict judge
         source = (f"heldout split and other players: SoundFonts {', '.join(sorted(seconds))} (never the test "
                   "pieces, never the test split's SoundFont)")
         note = ""
