@@ -144,11 +144,29 @@ def process_tree(root: int) -> set[int]:
     return tree
 
 
+def elastic_run_in_background(cluster, cfg, storage: Path, name: str, hooks) -> tuple[threading.Thread, dict]:
+    """run_training with workers [1, 2] on `cluster` in a daemon thread: (the thread, its outcome dict,
+    which gets "result" or "error" when the run ends; the main thread asserts on it)."""
+    from audiostyle.platform.training.driver import run_training
+
+    outcome: dict = {}
+
+    def train() -> None:
+        try:
+            outcome["result"] = run_training(cfg, address=cluster.address, workers=(1, 2), resize_every_s=3,
+                                             storage_path=str(storage), name=name, test_hooks=hooks)
+        except BaseException as exc:  # reported by the main thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=train, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
 def test_lost_node_shrinks_the_group_and_a_new_node_grows_it_back(ray_tmpdir, tiny_config, tmp_path, monkeypatch):
     import ray
     import torch
 
-    from audiostyle.platform.training.driver import run_training
 
     monkeypatch.setenv(SHARED, "1")
     cfg = tiny_config("train.max_steps=12", "train.val_every=2", "train.keep_top_k=1", "run.max_failures=3")
@@ -157,19 +175,10 @@ def test_lost_node_shrinks_the_group_and_a_new_node_grows_it_back(ray_tmpdir, ti
     # still be training: the node is lost during the first hold, comes back during the second
     hooks = WorkerTestHooks(steps_file=str(steps_file), hold_after_steps=(4, 8), hold_s=240,
                             probe_dir=str(tmp_path / "p"))
-    outcome: dict = {}
-
-    def train() -> None:
-        try:
-            outcome["result"] = run_training(cfg, address=cluster.address, workers=(1, 2), resize_every_s=3,
-                                             storage_path=str(tmp_path / "runs"), name="elastic", test_hooks=hooks)
-        except BaseException as exc:  # reported by the main thread
-            outcome["error"] = exc
 
     with loopback_cluster(2) as cluster:
         second = next(iter(cluster.worker_nodes))
-        driver = threading.Thread(target=train, daemon=True)
-        driver.start()
+        driver, outcome = elastic_run_in_background(cluster, cfg, tmp_path / "runs", "elastic", hooks)
         # the controller registers a checkpoint when it next polls the workers (every 2 s)
         wait_for("step 4 on 2 workers", lambda: any(e["step"] == 4 and e["workers"] == 2
                                                     for e in steps_log(steps_file)), 300)
@@ -221,25 +230,15 @@ def test_killed_node_restarts_on_the_workers_left_without_trying_the_old_size(
     """SIGKILL of a node's processes (no drain): the GCS still counts the node alive for ~15 s (its health
     checks), so a restart sized from that view asks for 2 workers and waits out the worker-group start
     timeout (180 s in this module). The restart must ask for the 1 worker that can be placed."""
-    from audiostyle.platform.training.driver import run_training
 
     monkeypatch.setenv(SHARED, "1")
     cfg = tiny_config("train.max_steps=6", "train.val_every=2", "train.keep_top_k=1", "run.max_failures=3")
     steps_file = tmp_path / "steps.jsonl"
     hooks = WorkerTestHooks(steps_file=str(steps_file), hold_after_steps=(4,), hold_s=240)
-    outcome: dict = {}
-
-    def train() -> None:
-        try:
-            outcome["result"] = run_training(cfg, address=cluster.address, workers=(1, 2), resize_every_s=3,
-                                             storage_path=str(tmp_path / "runs"), name="killed", test_hooks=hooks)
-        except BaseException as exc:  # reported by the main thread
-            outcome["error"] = exc
 
     with loopback_cluster(2) as cluster:
         second = next(iter(cluster.worker_nodes))
-        driver = threading.Thread(target=train, daemon=True)
-        driver.start()
+        driver, outcome = elastic_run_in_background(cluster, cfg, tmp_path / "runs", "killed", hooks)
         wait_for("step 4 on 2 workers", lambda: any(e["step"] == 4 and e["workers"] == 2
                                                     for e in steps_log(steps_file)), 300)
         wait_for("the step-4 checkpoint", lambda: (tmp_path / "runs/killed/step_00000004/state.json").exists(), 60)
