@@ -52,10 +52,10 @@ class ConstantQTransform(nn.Module):
                 path="model.frontend",
             )
         freqs = librosa.cqt_frequencies(self.n_bins, fmin=self.fmin, bins_per_octave=self.bins_per_octave)
-        alpha = librosa.filters._relative_bandwidth(freqs=freqs) if self.n_bins > 1 else None
-        if alpha is None:  # one bin: librosa uses the equal-temperament bandwidth of the octave division
-            r = 2.0 ** (1.0 / self.bins_per_octave)
-            alpha = np.array([(r**2 - 1) / (r**2 + 1)])
+        # Relative bandwidth of geometrically spaced bins, the value librosa's own default derives from the
+        # spacing of `freqs` (by a private helper); with one ratio between all neighbours it is one number.
+        r = 2.0 ** (1.0 / self.bins_per_octave)
+        alpha = np.full(self.n_bins, (r**2 - 1) / (r**2 + 1))
         _, cutoff = librosa.filters.wavelet_lengths(
             freqs=freqs, sr=self.sample_rate, filter_scale=filter_scale, alpha=alpha
         )

@@ -5,7 +5,9 @@ A frame-rate convolution sees every bin of a few neighbouring frames at once, wh
 a spectral envelope are, and costs a fraction of a transformer over the same frames: one block of 192
 channels over a 4 s crop is about 0.1 GFLOP, so a whole model trains at a few steps per second on two
 CPU cores. Dilations 1, 2, 4, ... 32 give six blocks a receptive field of about 1.5 s, long enough to
-know that a note began a second ago (a piano's decay, a violin's bow stroke).
+know that a note began a second ago (a piano's decay, a violin's bow stroke). With kernel 3, dilations
+1, 3, 9, 27 (`dilation_base=3`) tile the frames as densely (every offset is one sum of taps, balanced
+ternary) and reach 81 frames with four blocks instead of 31: the same cost for 2.6 times the reach.
 """
 
 from __future__ import annotations
@@ -42,15 +44,20 @@ class GatedResidualBlock(nn.Module):
 
 
 class DilatedStack(nn.Module):
-    """`num_layers` gated residual blocks with dilations cycling 1, 2, 4, ... 2**(cycle-1)."""
+    """`num_layers` gated residual blocks with dilations cycling 1, b, b**2, ... b**(cycle-1), b the
+    `dilation_base` (at most the kernel size: 3 with kernel 3 reaches 3**num_layers frames)."""
 
     def __init__(self, channels: int, num_layers: int, *, kernel_size: int = 3, cond_dim: int = 0,
-                 dilation_cycle: int = 6):
+                 dilation_cycle: int = 6, dilation_base: int = 2):
         super().__init__()
         if num_layers < 1 or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"need num_layers >= 1 and an odd kernel_size, got {num_layers} and {kernel_size}")
+        if kernel_size > 1 and not 2 <= dilation_base <= kernel_size:
+            # beyond the kernel size the dilated taps leave offsets no path reaches
+            raise ValueError(f"dilation_base must be within [2, kernel_size={kernel_size}], got {dilation_base}")
         self.blocks = nn.ModuleList(
-            GatedResidualBlock(channels, 2 ** (i % dilation_cycle), kernel_size=kernel_size, cond_dim=cond_dim)
+            GatedResidualBlock(channels, dilation_base ** (i % dilation_cycle), kernel_size=kernel_size,
+                               cond_dim=cond_dim)
             for i in range(num_layers))
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:

@@ -38,7 +38,7 @@ class SpectralConvDecoder(nn.Module):
     whitens_source = False
 
     def __init__(self, out_bins: int, content_dim: int, style_dim: int, out_channels: int = 1, dim: int = 192,
-                 num_layers: int = 4, kernel_size: int = 3, added_offset: float = -4.0):
+                 num_layers: int = 4, kernel_size: int = 3, added_offset: float = -4.0, dilation_base: int = 2):
         super().__init__()
         if out_channels != 1:
             raise ValueError(f"{type(self).__name__} writes log-magnitudes (1 channel, e.g. the log_stft front "
@@ -46,7 +46,8 @@ class SpectralConvDecoder(nn.Module):
         self.out_bins = out_bins
         self.added_offset = added_offset  # the added part starts near e^-4 ~ -35 dB: inaudible under a note
         self.inp = nn.Conv1d(content_dim, dim, 1)
-        self.stack = DilatedStack(dim, num_layers, kernel_size=kernel_size, cond_dim=style_dim)
+        self.stack = DilatedStack(dim, num_layers, kernel_size=kernel_size, cond_dim=style_dim,
+                                  dilation_base=dilation_base)
         self.head = nn.Conv1d(dim, out_bins * (2 if self.filters_input else 1), 1)
         # zero head: the filter starts as the identity, the generator as a flat, silent-ish spectrum
         nn.init.zeros_(self.head.weight)

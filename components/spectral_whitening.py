@@ -68,13 +68,13 @@ class WhitenedConvContent(nn.Module):
     a dilated gated conv stack, as `frame_conv_content`, that never sees the input's spectral envelope."""
 
     def __init__(self, in_bins: int, in_channels: int = 1, num_classes: int = 2, dim: int = 192,
-                 num_layers: int = 4, kernel_size: int = 3, width: int = DEFAULT_WIDTH):
+                 num_layers: int = 4, kernel_size: int = 3, width: int = DEFAULT_WIDTH, dilation_base: int = 2):
         super().__init__()
         self.dim = dim
         self.num_classes = num_classes
         self.width = width
         self.inp = nn.Conv1d(in_channels * (in_bins + 1), dim, 1)
-        self.stack = DilatedStack(dim, num_layers, kernel_size=kernel_size)
+        self.stack = DilatedStack(dim, num_layers, kernel_size=kernel_size, dilation_base=dilation_base)
 
     def forward(self, feats: Tensor) -> Tensor:
         """feats [B, C, T, in_bins] (log-magnitudes) -> content [B, T, dim]."""

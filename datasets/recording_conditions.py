@@ -1,5 +1,6 @@
-"""Recording conditions: what a room, a microphone and a player's gain do to a clip, for training inputs
-(random, `InputAugmenter`) and for the evaluation's fixed test conditions (`apply_condition`).
+"""Recording conditions: what a player's vibrato, a room, a microphone and a player's gain do to a clip,
+for training inputs (random, `InputAugmenter`) and for the evaluation's fixed test conditions
+(`apply_condition`).
 
 A user's recording is never the clean SoundFont rendering a model trained on: it was played in a room,
 through a microphone with its own tilt, with some hiss, at some level, at some sample rate. Training
@@ -8,7 +9,9 @@ rule), so the model learns to undo the conditions instead of copying them.
 
 Rooms are image-source impulse responses from pyroomacoustics (MIT; shoebox rooms with the absorption
 that gives the RT60 asked for, by Sabine's formula); EQ, hiss and gain are audiomentations' transforms
-(MIT). An impulse response costs about half a second to compute, so each augmenter computes a small bank
+(MIT). Vibrato is a delay line read at a swinging position (no library offers it under a licence that
+fits): SoundFont strings mostly play without it, every violinist plays with it, and a model that never
+heard it reads each swing of the level and the partials as a new note. An impulse response costs about half a second to compute, so each augmenter computes a small bank
 of rooms once and convolves with them (scipy's FFT convolution, a few ms per clip).
 """
 
@@ -22,6 +25,7 @@ import numpy as np
 
 # The evaluation's conditions (fixed parameters; `rate_44k` changes only the rate the input arrives at).
 CONDITIONS: dict[str, str] = {
+    "vibrato": "played with vibrato: pitch +-30 cents and level +-2 dB at 5.5 Hz",
     "room": "played in a room, RT60 0.7 s (image-source impulse response)",
     "tilt_up": "EQ tilt +6 dB: high shelf +6 dB above 3 kHz, low shelf -6 dB below 300 Hz",
     "tilt_down": "EQ tilt -6 dB: high shelf -6 dB above 3 kHz, low shelf +6 dB below 300 Hz",
@@ -55,6 +59,19 @@ def room_bank(sample_rate: int, count: int, seed: int, rt60: tuple[float, float]
     return tuple(bank)
 
 
+def vibrato(wave: np.ndarray, sample_rate: int, *, rate_hz: float, depth_cents: float, tremolo_db: float,
+            phase: float = 0.0) -> np.ndarray:
+    """`wave` with its pitch swung by +-`depth_cents` and its level by +-`tremolo_db` at `rate_hz`: read at
+    t + r sin(wt)/w, whose rate 1 + r cos(wt) is the pitch ratio (r = 2**(cents/1200) - 1)."""
+    w = 2.0 * np.pi * rate_hz
+    t = np.arange(len(wave)) / sample_rate
+    swing = (2.0 ** (depth_cents / 1200.0) - 1.0) * np.sin(w * t + phase) / w
+    read = np.clip((t + swing) * sample_rate, 0, max(len(wave) - 1, 0))
+    out = np.interp(read, np.arange(len(wave)), wave)
+    # the level follows the pitch a quarter cycle late, as a bow's pressure follows the finger
+    return (out * 10.0 ** (tremolo_db * np.sin(w * t + phase - np.pi / 2) / 20.0)).astype(np.float32)
+
+
 def reverberate(wave: np.ndarray, rir: np.ndarray) -> np.ndarray:
     """`wave` convolved with `rir`, cut to its length, at the input's RMS."""
     from scipy.signal import fftconvolve
@@ -80,6 +97,8 @@ def apply_condition(wave: np.ndarray, sample_rate: int, condition: str, *, seed:
     from audiomentations import AddGaussianSNR, Compose, Gain
 
     wave = np.asarray(wave, dtype=np.float32)
+    if condition == "vibrato":
+        return vibrato(wave, sample_rate, rate_hz=5.5, depth_cents=30.0, tremolo_db=2.0), sample_rate
     if condition == "room":
         return reverberate(wave, room_bank(sample_rate, 1, TEST_ROOM_SEED, (0.7, 0.7))[0]), sample_rate
     if condition == "rate_44k":
@@ -115,8 +134,9 @@ class _seeded:
 
 
 class InputAugmenter:
-    """Random recording conditions for a training input: each of room, EQ, hiss and gain with probability
-    `probability`, in the order a recording chain applies them (room, microphone, noise, gain)."""
+    """Random playing and recording conditions for a training input: each of vibrato, room, EQ, hiss and
+    gain with probability `probability`, in the order a recording chain applies them (player, room,
+    microphone, noise, gain)."""
 
     def __init__(self, sample_rate: int, probability: float, *, rooms: int = 12, seed: int = 0):
         from audiomentations import AddGaussianSNR, Gain, HighShelfFilter, LowShelfFilter
@@ -127,9 +147,11 @@ class InputAugmenter:
         self.probability = float(probability)
         self.rooms = room_bank(self.sample_rate, rooms, seed) if probability > 0 else ()
         p = self.probability
-        # EQ: one shelf at each end, each up or down by as much as 9 dB (a bright or dark microphone).
+        # EQ: one shelf at each end, each up or down by as much as 9 dB (a bright or dark microphone), the
+        # treble down by as much as 15 dB (a dark piano, a muted string: upper partials below the whitening's
+        # range, which the decoder has to write itself).
         self.eq = [LowShelfFilter(min_center_freq=150.0, max_center_freq=500.0, min_gain_db=-9.0, max_gain_db=9.0, p=p),
-                   HighShelfFilter(min_center_freq=2000.0, max_center_freq=6000.0, min_gain_db=-9.0, max_gain_db=9.0,
+                   HighShelfFilter(min_center_freq=2000.0, max_center_freq=6000.0, min_gain_db=-15.0, max_gain_db=9.0,
                                    p=p)]
         self.noise = AddGaussianSNR(min_snr_db=20.0, max_snr_db=50.0, p=p)
         self.gain = Gain(min_gain_db=-25.0, max_gain_db=0.0, p=p)
@@ -140,6 +162,10 @@ class InputAugmenter:
         if self.probability == 0.0:
             return wave
         out = np.array(wave, dtype=np.float32, copy=True)
+        if rng.random() < self.probability:
+            # a violinist's vibrato: 4.5-7 Hz, 10-50 cents, the level swinging with it by up to 3 dB
+            out = vibrato(out, self.sample_rate, rate_hz=rng.uniform(4.5, 7.0), depth_cents=rng.uniform(10.0, 50.0),
+                          tremolo_db=rng.uniform(0.0, 3.0), phase=rng.uniform(0.0, 2.0 * np.pi))
         if self.rooms and rng.random() < self.probability:
             out = reverberate(out, self.rooms[int(rng.integers(len(self.rooms)))])
         with _seeded(int(rng.integers(2**31))):

@@ -158,6 +158,24 @@ def test_every_evaluation_condition_changes_the_clip_as_named():
         apply_condition(clip, sr, "underwater")
 
 
+def test_vibrato_swings_the_pitch_and_the_level_by_what_it_names():
+    from scipy.signal import hilbert
+
+    from audiostyle.datasets.recording_conditions import apply_condition
+
+    sr = 22050
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(2 * sr) / sr)).astype(np.float32)
+    out, rate = apply_condition(tone, sr, "vibrato")
+    assert rate == sr and out.shape == tone.shape
+    analytic = hilbert(out)
+    hz = np.diff(np.unwrap(np.angle(analytic))) * sr / (2 * np.pi)
+    hz = np.convolve(hz, np.ones(220) / 220, "valid")[2000:-2000]  # 10 ms means: the carrier's ripple averages out
+    cents = 1200 * np.log2(hz / 440)
+    assert cents.min() == pytest.approx(-30, abs=3) and cents.max() == pytest.approx(30, abs=3)
+    level = np.abs(analytic)[2000:-2000]
+    assert 20 * np.log10(level.max() / level.min()) == pytest.approx(4.0, abs=0.5)  # +-2 dB
+
+
 def test_whitened_content_holds_the_notes_not_the_player(players_root):
     """The content encoder's input of one passage by two sound sets is closer than two passages by one (on
     the demo's players: 0.07-0.12 x whitened, 0.20-0.26 x raw with csound; 0.66-0.81 x whitened, 0.75-0.94 x

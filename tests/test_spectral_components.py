@@ -112,3 +112,27 @@ def test_log_spectral_l1_is_the_mean_absolute_log_difference():
     assert float(loss(a, b)) == pytest.approx(0.5) and loss.needs_waveforms is False
     with pytest.raises(ValueError, match="differ"):
         loss(a, b[:, :, :2])
+
+
+@pytest.mark.parametrize("base,layers,reach", [(2, 4, 15), (3, 4, 40), (3, 5, 121)])
+def test_dilated_stack_reaches_exactly_as_far_as_its_dilations_say(base, layers, reach):
+    """Kernel 3 with dilations base**i: an input frame `reach` away moves the centre frame's output, one
+    frame further does not; with base 3 every offset within the reach is covered (no holes). The blocks'
+    GroupNorm pools statistics over the whole clip, so it is taken out to see the convolutions' reach."""
+    from audiostyle.components.frame_conv import DilatedStack
+
+    torch.manual_seed(0)
+    stack = DilatedStack(8, layers, dilation_base=base).double().eval()  # far taps pass 5 gates: tiny effects
+    for block in stack.blocks:
+        block.norm = torch.nn.Identity()
+    frames, centre = 2 * reach + 41, reach + 20
+    x = torch.randn(1, 8, frames, dtype=torch.float64)
+    base_out = stack(x)[0, :, centre]
+    moved = []
+    for offset in range(reach + 2):
+        poked = x.clone()
+        poked[0, :, centre + offset] += 1.0
+        moved.append(bool((stack(poked)[0, :, centre] - base_out).abs().max() > 1e-12))
+    assert all(moved[: reach + 1]) and not any(moved[reach + 1:]), [i for i, m in enumerate(moved) if not m]
+    with pytest.raises(ValueError, match="dilation_base"):
+        DilatedStack(8, 2, kernel_size=3, dilation_base=4)

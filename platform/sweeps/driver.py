@@ -56,7 +56,7 @@ from audiostyle.platform.sweeps.trial import (
     run_trial,
     trial_dirname,
 )
-from audiostyle.platform.training.ray_workarounds import PlacementGroupReaper
+from audiostyle.platform.training.private_apis import PlacementGroupReaper
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 from audiostyle.platform.core.errors import ConfigError
 from audiostyle.platform.core.modes import optuna_direction
 from audiostyle.platform.sweeps.space import SearchSpace
-from audiostyle.platform.training.ray_workarounds import mark_trial_interrupted
+from audiostyle.platform.training.private_apis import mark_trial_interrupted
 
 JOURNAL_NAME = "optuna.journal"
 

@@ -5,7 +5,7 @@ Runs in the driver process (the CLI's, or a submitted job's entrypoint). `ray.in
 two failure modes that look like a hang: it retries an unreachable GCS for many minutes while printing
 "Failed to connect to GCS" warnings, and it rewrites 127.0.0.1 / localhost into this machine's outward
 address before connecting, where a head bound to loopback does not listen. Here the address is parsed,
-loopback is kept as given (ray_workarounds.keep_loopback), the port is probed over TCP until a deadline,
+loopback is kept as given (private_apis.keep_loopback), the port is probed over TCP until a deadline,
 and ray.init itself runs under the same deadline; failing any of them raises ClusterUnreachable, which
 the CLI prints as one message with exit code 2.
 
@@ -16,7 +16,6 @@ Address forms: `auto` (this machine is a node: RAY_ADDRESS, else the cluster Ray
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import socket
@@ -63,15 +62,6 @@ class ClusterAddress:
         return self.host in LOOPBACK_NAMES or self.host.startswith("127.")
 
 
-class _DropRecords(logging.Filter):
-    def __init__(self, text: str):
-        super().__init__()
-        self.text = text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
-
-
 def parse_address(address: str) -> ClusterAddress:
     """`auto`, HOST:PORT, ray://HOST:PORT or http(s)://HOST:PORT; ClusterUnreachable for anything else."""
     text = address.strip()
@@ -94,13 +84,10 @@ def parse_address(address: str) -> ClusterAddress:
 
 def _resolve_auto(text: str) -> ClusterAddress:
     """The address `auto` stands for, found as Ray finds it (RAY_ADDRESS, then the recorded cluster)."""
-    import ray._private.services as services
-
-    from audiostyle.platform.training.ray_workarounds import keep_loopback
+    from audiostyle.platform.training.private_apis import find_auto_address
 
     try:
-        with keep_loopback():
-            found = services.canonicalize_bootstrap_address("auto")
+        found = find_auto_address()
     except (ConnectionError, ValueError) as exc:
         raise ClusterUnreachable(
             f"--address auto found no Ray cluster on this machine ({exc}); `auto` means this machine is a "
@@ -160,7 +147,7 @@ def connect(address: str, *, runtime_env: Callable[[], dict[str, Any]],
     runtime_env() takes, e.g. building the wheel, which runs only once the port answers)."""
     import ray
 
-    from audiostyle.platform.training.ray_workarounds import keep_loopback
+    from audiostyle.platform.training.private_apis import keep_loopback, without_ray_init_records
 
     target = parse_address(address)
     if target.kind == "jobs":
@@ -182,13 +169,10 @@ def connect(address: str, *, runtime_env: Callable[[], dict[str, Any]],
 
     # ray.init retries a port that accepts TCP but is not a GCS for many minutes: bound it by the deadline
     thread = threading.Thread(target=init, name="ray-init", daemon=True)
-    quiet = _DropRecords("SIGTERM handler is not set")  # set below, from the main thread, as ray.init would
-    logging.getLogger("ray._private.worker").addFilter(quiet)
-    try:
+    # ray.init off the main thread warns that it cannot set its SIGTERM handler: set below, as ray.init would
+    with without_ray_init_records("SIGTERM handler is not set"):
         thread.start()
         thread.join(max(5.0, timeout_s - probed_s))
-    finally:
-        logging.getLogger("ray._private.worker").removeFilter(quiet)
     if "ok" in outcome:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # exit through atexit: ray.shutdown

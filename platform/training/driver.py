@@ -16,7 +16,7 @@ checkpoint with the workers the cluster still has (>= min) instead of waiting fo
 `resize_every_s` a healthy group checks whether it could have more and, if so, restarts from the latest
 checkpoint with them. The restart counts only live nodes (live_nodes.py: a killed node stays "alive" in
 Ray's view for ~15 s), and a start that the live nodes cannot hold gives up at once rather than after
-Ray's worker-group start timeout (both hooked in by ray_workarounds.py); a fixed worker count still waits
+Ray's worker-group start timeout (both hooked in by private_apis.py); a fixed worker count still waits
 for its workers. How the workers adapt to the world size is worker_scaling.py's business.
 
 Sweeps call `run_training` from a Tune trial's driver function with `callbacks=[TuneReportCallback()]`.

@@ -2,7 +2,7 @@
 
 Runs in the Train controller: the elastic scaling policy sizes a restarted group with it, and the start of
 an elastic group gives up with it on a size that cannot be placed (both hooked into Ray Train by
-ray_workarounds.py; everything here uses public Ray APIs only).
+private_apis.py; everything here uses public Ray APIs only).
 
 A node lost without a drain (its processes killed, its machine gone) stays `Alive` in the GCS's node table
 until the GCS's health checks give up on it: five missed checks three seconds apart by default, 15 s

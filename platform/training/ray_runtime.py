@@ -140,7 +140,7 @@ def build_wheel(out_dir: str | Path, source: Path | None = None) -> Path:
 
 def cluster_runtime_env(threads: int) -> dict[str, Any]:
     """The job runtime environment for a cluster: thread caps plus the package when running from source."""
-    from audiostyle.platform.training.ray_workarounds import SETUP_HOOK
+    from audiostyle.platform.training.private_apis import SETUP_HOOK
 
     env: dict[str, Any] = {"env_vars": worker_env_vars(threads), "worker_process_setup_hook": SETUP_HOOK}
     if os.environ.get(JOB_CONFIG_ENV):
@@ -177,7 +177,7 @@ def ensure_ray(address: str | None, *, num_cpus: int, num_gpus: int | None = Non
 
     No address always starts a fresh local instance (`address="local"`), never one Ray recorded
     earlier: a leftover head on this machine must not turn the embedded default into a cluster run.
-    It binds loopback only (see ray_workarounds.keep_loopback). An already initialized Ray (a Tune
+    It binds loopback only (see private_apis.keep_loopback). An already initialized Ray (a Tune
     trial's driver, a test fixture) is used as it is. An unreachable address raises ClusterUnreachable
     within about 30 s (cluster_address.connect).
     """
@@ -199,7 +199,7 @@ def start_local_ray(num_cpus: int, *, num_gpus: int | None = None, env_vars: dic
     embedded default of the CLI, and the Ray of the tests and benchmarks."""
     import ray
 
-    from audiostyle.platform.training.ray_workarounds import SETUP_HOOK, keep_loopback
+    from audiostyle.platform.training.private_apis import SETUP_HOOK, keep_loopback
 
     with keep_loopback():
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,

@@ -1,4 +1,5 @@
-"""Every use of a private Ray or Optuna API, each beside the upstream issue it works around.
+"""Every use of another library's private API (Ray's and Optuna's), each beside the reason or the
+upstream issue it works around; tests/test_private_apis.py fails on one anywhere else.
 
 Private APIs change without notice, so they are kept here, out of the training and sweep code: when an
 upstream fix lands, its workaround is deleted in one place, and a Ray or Optuna upgrade that breaks one
@@ -10,7 +11,9 @@ breaks here, with the reason next to it.
   `quick_give_up_for_elastic_starts` ends an elastic group's start as soon as the live nodes cannot
   hold it, instead of after the worker-group start timeout (WorkerGroup._create_placement_group).
 - `keep_loopback`: stops ray.init from rewriting 127.0.0.1 / localhost into this machine's outward
-  address (ray._private.services.resolve_ip_for_localhost).
+  address (ray._private.services.resolve_ip_for_localhost); `find_auto_address` resolves `--address auto`
+  as ray.init would (services.canonicalize_bootstrap_address, which has no public twin);
+  `without_ray_init_records` drops one message of ray.init's logger by its private name.
 - `PlacementGroupReaper` / `release_orphaned_placement_groups`: frees the placement groups of Train runs
   whose Tune trial ASHA stopped, through Ray's private GCS accessor (ray-project/ray#54305).
 - `mark_trial_interrupted`: sets a user attribute of a RUNNING Optuna trial from outside it, through
@@ -29,7 +32,7 @@ from ray import tune
 
 logger = logging.getLogger(__name__)
 
-SETUP_HOOK = "audiostyle.platform.training.ray_workarounds.setup_worker_process"  # runtime_env setup-hook path
+SETUP_HOOK = "audiostyle.platform.training.private_apis.setup_worker_process"  # runtime_env setup-hook path
 
 
 def setup_worker_process() -> None:
@@ -176,6 +179,29 @@ def keep_loopback() -> Iterator[None]:
         yield
     finally:
         services.resolve_ip_for_localhost = original
+
+
+def find_auto_address() -> str | None:
+    """HOST:PORT of the cluster `--address auto` names (RAY_ADDRESS, then the one recorded on this
+    machine), or None; ConnectionError / ValueError when what is recorded does not answer."""
+    import ray._private.services as services
+
+    with keep_loopback():
+        return services.canonicalize_bootstrap_address("auto")
+
+
+@contextlib.contextmanager
+def without_ray_init_records(text: str) -> Iterator[None]:
+    """Inside this block, records of ray.init's logger (`ray._private.worker`) that contain `text` are dropped."""
+    def drop(record: logging.LogRecord) -> bool:
+        return text not in record.getMessage()
+
+    worker_log = logging.getLogger("ray._private.worker")
+    worker_log.addFilter(drop)
+    try:
+        yield
+    finally:
+        worker_log.removeFilter(drop)
 
 
 class PlacementGroupReaper(tune.Callback):
