@@ -77,6 +77,36 @@ def test_overrides_may_follow_options():
         parse(build_parser(), ["validate", "x.yaml", "--override", "a=1", "b=2"])
 
 
+def test_run_options_are_overrides_of_the_config_the_workers_and_checkpoints_read(tmp_path, monkeypatch):
+    """--workers, --gpu, --storage and --name set scaling.* and run.*: the one typed config carries them to
+    the run plan and to what the workers receive (and a job's resolved YAML), nothing writes them back."""
+    from audiostyle.platform.cli.main import parse
+    from audiostyle.platform.cli.submit import run_option_overrides
+    from audiostyle.platform.config.loader import load_experiment
+    from audiostyle.platform.training.driver import build_loop_config, plan_run, settle_run
+
+    monkeypatch.chdir(tmp_path)
+    experiment = str(ROOT / "experiments" / "first_run.yaml")
+    args = parse(build_parser(), ["train", experiment, "train.max_steps=5", "--workers", "1-3", "--gpu",
+                                  "--storage", "shared/runs", "--name", "2026"])
+    overrides = run_option_overrides(args)
+    assert overrides == ['scaling.num_workers=[1, 3]', 'scaling.use_gpu=true', 'run.storage_path="shared/runs"',
+                         'run.name="2026"']
+    cfg = settle_run(load_experiment(experiment, [*args.overrides, *overrides]))
+    assert cfg.scaling.num_workers == [1, 3] and cfg.scaling.use_gpu is True
+    assert cfg.run.name == "2026" and cfg.run.storage_path == str(tmp_path / "shared" / "runs")  # pinned here
+    plan = plan_run(cfg)
+    assert (plan.min_workers, plan.max_workers, plan.use_gpu, plan.location) == (
+        1, 3, True, str(tmp_path / "shared" / "runs" / "2026"))
+    sent = build_loop_config(cfg)["config"]
+    assert sent["scaling"]["num_workers"] == [1, 3] and sent["run"] == {**sent["run"], "name": "2026",
+                                                                        "storage_path": plan.storage}
+    # no options: the YAML's own settings, the run named after the experiment
+    plain = settle_run(load_experiment(experiment))
+    assert run_option_overrides(parse(build_parser(), ["train", experiment])) == []
+    assert plain.run.name == plain.name and plain.scaling.num_workers == 1
+
+
 def test_data_add_writes_shards_manifest_and_statistics(tmp_path, capsys):
     """The `data add` job end to end: a folder of recordings in, everything an experiment needs out."""
     import numpy as np

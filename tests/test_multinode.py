@@ -147,14 +147,16 @@ def process_tree(root: int) -> set[int]:
 def elastic_run_in_background(cluster, cfg, storage: Path, name: str, hooks) -> tuple[threading.Thread, dict]:
     """run_training with workers [1, 2] on `cluster` in a daemon thread: (the thread, its outcome dict,
     which gets "result" or "error" when the run ends; the main thread asserts on it)."""
+    from audiostyle.platform.config.loader import with_settings
     from audiostyle.platform.training.driver import run_training
 
     outcome: dict = {}
 
     def train() -> None:
         try:
-            outcome["result"] = run_training(cfg, address=cluster.address, workers=(1, 2), resize_every_s=3,
-                                             storage_path=str(storage), name=name, test_hooks=hooks)
+            settled = with_settings(cfg, {"scaling.num_workers": [1, 2], "run.storage_path": str(storage),
+                                          "run.name": name})
+            outcome["result"] = run_training(settled, address=cluster.address, resize_every_s=3, test_hooks=hooks)
         except BaseException as exc:  # reported by the main thread
             outcome["error"] = exc
 
@@ -270,14 +272,15 @@ def test_ranks_on_two_nodes_step_together_from_the_wheel_and_survive_a_killed_wo
         two_nodes, tiny_config, tmp_path, monkeypatch):
     import ray
 
+    from audiostyle.platform.config.loader import with_settings
     from audiostyle.platform.training.driver import run_training
 
     monkeypatch.setenv(SHARED, "1")  # all nodes of this machine see the same disk
     cfg = tiny_config("train.max_steps=6", "train.val_every=2", "run.max_failures=2")
     marker = tmp_path / "killed.txt"
     hooks = WorkerTestHooks(crash_at_step=3, crash_rank=1, crash_marker=str(marker), probe_dir=str(tmp_path / "p"))
-    result = run_training(cfg, address=two_nodes.address, workers=2, storage_path=str(tmp_path / "runs"),
-                          name="spread", test_hooks=hooks)
+    cfg = with_settings(cfg, {"scaling.num_workers": 2, "run.storage_path": str(tmp_path / "runs"), "run.name": "spread"})
+    result = run_training(cfg, address=two_nodes.address, test_hooks=hooks)
 
     assert marker.read_text().startswith("killed rank 1 at step 3")
     assert result.error is None and result.metrics["step"] == 6

@@ -59,14 +59,15 @@ def s3_files(uri: str) -> set[str]:
 def test_runs_resume_and_export_from_s3(s3_ray, tiny_config, demo_root, tmp_path, capsys):
     from audiostyle.platform.bundles.load import read_bundle_meta
     from audiostyle.platform.cli.main import main
+    from audiostyle.platform.config.loader import with_settings
     from audiostyle.platform.training.driver import run_training
 
     storage = f"{s3_ray}/runs"
     cfg = tiny_config(ONE_PHASE, "train.max_steps=4", "train.val_every=2", "train.keep_top_k=2")
-    first = run_training(cfg, storage_path=storage, name="s3run", test_hooks=WorkerTestHooks(stop_after_step=2))
+    cfg = with_settings(cfg, {"run.storage_path": storage, "run.name": "s3run"})
+    first = run_training(cfg, test_hooks=WorkerTestHooks(stop_after_step=2))
     assert first.metrics["step"] == 2
-    resumed = run_training(cfg, storage_path=storage, name="s3run",
-                           test_hooks=WorkerTestHooks(probe_dir=str(tmp_path / "probe")))
+    resumed = run_training(cfg, test_hooks=WorkerTestHooks(probe_dir=str(tmp_path / "probe")))
     probe = json.loads((tmp_path / "probe" / "rank0.json").read_text())
     assert probe["started_at"] == 2 and resumed.metrics["step"] == 4  # resumed from the checkpoint on S3
 

@@ -45,6 +45,7 @@ def sweep_config(tiny_config, **sweep):
 
 
 def test_asha_stops_weak_trials_and_best_yaml_trains(ray_local, tiny_config, tmp_path):
+    from audiostyle.platform.config.loader import with_settings
     from audiostyle.platform.sweeps.driver import run_sweep
     from audiostyle.platform.training.driver import run_training
 
@@ -78,7 +79,7 @@ def test_asha_stops_weak_trials_and_best_yaml_trains(ray_local, tiny_config, tmp
     best = load_experiment(result.report.best_yaml)
     assert best.optim.lr == pytest.approx(rows[result.report.best.number].sample["optim.lr"])
     assert best.sweep is None and best.name.endswith("_best")
-    trained = run_training(best, storage_path=str(tmp_path / "best_runs"), name="best")
+    trained = run_training(with_settings(best, {"run.storage_path": str(tmp_path / "best_runs"), "run.name": "best"}))
     assert trained.error is None and trained.metrics["step"] == MAX_STEPS
 
 

@@ -31,9 +31,10 @@ def ray_local():
 
 
 def train(cfg, storage: Path, name: str, **kwargs):
+    from audiostyle.platform.config.loader import with_settings
     from audiostyle.platform.training.driver import run_training
 
-    return run_training(cfg, storage_path=str(storage), name=name, **kwargs)
+    return run_training(with_settings(cfg, {"run.storage_path": str(storage), "run.name": name}), **kwargs)
 
 
 def probes(folder: Path) -> list[dict]:

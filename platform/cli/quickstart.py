@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     data_root, out = Path(args.data).resolve(), Path(args.out).resolve()
     check_output_folder(data_root, option="--data")
     check_output_folder(out)
-    cfg = load_experiment(args.experiment, [f"data.root={data_root}", *args.overrides])
+    workers = [f"scaling.num_workers={args.workers}"] if args.workers is not None else []
+    cfg = load_experiment(args.experiment, [f"data.root={data_root}", *args.overrides, *workers])
     source, target = cfg.instrument_names[0], cfg.instrument_names[1]
 
     _step("1/5 render demo instruments", f"audiostyle data demo --out {args.data} --instruments {','.join(cfg.instrument_names)}")
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                  seed=cfg.seed, progress=True)
 
     _step("2/5 train on the embedded local Ray", f"audiostyle train {args.experiment} data.root={args.data}")
-    run_training(cfg, workers=args.workers)
+    run_training(cfg)
 
     storage = Path(cfg.run.storage_path).resolve() / cfg.run_name
     metric, mode = cfg.train.checkpoint_metric, cfg.train.checkpoint_mode

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from audiostyle.platform.cli.argtypes import worker_count
 
@@ -29,13 +30,29 @@ examples:
 def add_options(p: argparse.ArgumentParser) -> None:
     """Options `submit` shares with `train` (which submits with --submit)."""
     p.add_argument("--workers", type=worker_count, metavar="N|MIN-MAX",
-                   help="training workers, or an elastic range (default: scaling.num_workers)")
-    p.add_argument("--gpu", action="store_true", default=None, help="one GPU per worker (default: scaling.use_gpu)")
+                   help="training workers, or an elastic range: sets scaling.num_workers")
+    p.add_argument("--gpu", action="store_true", default=None, help="one GPU per worker: sets scaling.use_gpu")
     p.add_argument("--storage", metavar="PATH", help="shared storage for the run: s3://, gs:// or a folder on every "
-                                                    "node (default: run.storage_path)")
-    p.add_argument("--name", help="run name (default: run.name or the experiment name); same name = resume")
+                                                    "node: sets run.storage_path")
+    p.add_argument("--name", help="run name (default: the experiment name); same name = resume: sets run.name")
     p.add_argument("--resize-every", type=float, metavar="SECONDS",
                    help="elastic runs: how often a healthy group checks whether more workers fit (default 60)")
+
+
+# Each run option is an override of one config field, so one typed config carries it to the workers,
+# the checkpoints and a job's resolved YAML.
+RUN_OPTION_FIELDS = {"workers": "scaling.num_workers", "gpu": "scaling.use_gpu", "storage": "run.storage_path",
+                     "name": "run.name"}
+
+
+def run_option_overrides(args: argparse.Namespace) -> list[str]:
+    """The overrides (`a.b=value`, values as JSON, which the loader reads as YAML) of the run options given."""
+    out = []
+    for option, dotted in RUN_OPTION_FIELDS.items():
+        value = getattr(args, option, None)
+        if value is not None:
+            out.append(f"{dotted}={json.dumps(list(value) if isinstance(value, tuple) else value)}")
+    return out
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -56,10 +73,10 @@ def submit_from_args(args: argparse.Namespace) -> int:
     if not args.address:
         raise ConfigError("submitting needs the cluster's dashboard address", path="--address",
                           hint="--address http://HEAD:8265")
-    cfg = load_checked_experiment(args.experiment, args.overrides)
-    job_id, run = submit_training(cfg, args.address, name=args.name, storage=args.storage, workers=args.workers,
-                                  use_gpu=args.gpu, resize_every_s=args.resize_every,
-                                  note=" ".join(args.overrides) or None)
+    overrides = [*args.overrides, *run_option_overrides(args)]
+    cfg = load_checked_experiment(args.experiment, overrides)
+    job_id, run = submit_training(cfg, args.address, resize_every_s=args.resize_every,
+                                  note=" ".join(overrides) or None)
     print(f"submitted job {job_id} (run {run!r}) to {args.address}")
     print(f"  follow it:  audiostyle jobs logs {job_id} --follow --address {args.address}")
     print(f"  stop it:    audiostyle jobs stop {job_id} --address {args.address}")

@@ -64,15 +64,15 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from audiostyle.platform.checking.checked_load import load_checked_experiment
+    from audiostyle.platform.cli.submit import run_option_overrides
     from audiostyle.platform.training.driver import TrainingFailed, run_training
 
-    cfg = load_checked_experiment(args.experiment, args.overrides)
-    note = " ".join(args.overrides) or None
+    overrides = [*args.overrides, *run_option_overrides(args)]
+    cfg = load_checked_experiment(args.experiment, overrides)
+    note = " ".join(overrides) or None
     logging.getLogger("audiostyle").info("training %s (%s)", args.experiment, note or "no overrides")
     try:
-        result = run_training(cfg, address=args.address, workers=args.workers, use_gpu=args.gpu,
-                              storage_path=args.storage, name=args.name, overrides_note=note,
-                              resize_every_s=args.resize_every)
+        result = run_training(cfg, address=args.address, overrides_note=note, resize_every_s=args.resize_every)
     except TrainingFailed as exc:
         print(f"error: {exc}")
         return 1

@@ -287,3 +287,14 @@ def read_experiment(path: str | Path, overrides: Iterable[str] = ()) -> LoadedEx
 def load_experiment(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
     """The typed config of an experiment YAML plus overrides, as `read_experiment` checks it."""
     return read_experiment(path, overrides).config
+
+
+def with_settings(cfg: ExperimentConfig, settings: Mapping[str, Any]) -> ExperimentConfig:
+    """`cfg` with the fields named by dotted path set to typed values ({"run.name": "best"}), checked as a
+    load checks them and local paths pinned: how a program holding a config sets where and how it runs."""
+    from audiostyle.platform.config.schema import to_dict
+
+    data = to_dict(cfg)
+    for dotted, value in settings.items():
+        set_path(data, dotted, value, create=schema_has_path(dotted))
+    return config_from_dict(absolutize_paths(data))

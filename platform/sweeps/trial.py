@@ -49,6 +49,6 @@ def run_trial(config: dict[str, Any], *, space: SearchSpace, sweep_dir: str, wor
     resolved = space.apply_dict(sample)
     set_path(resolved, "run.name", config[RUN_NAME_KEY], create=True)  # absent when the YAML leaves it out
     set_path(resolved, "run.storage_path", sweep_dir, create=True)
-    cfg = config_from_dict(resolved)
-    run_training(cfg, workers=workers, storage_path=sweep_dir, name=config[RUN_NAME_KEY],
-                 callbacks=[TuneReportCallback()])
+    if workers is not None:
+        set_path(resolved, "scaling.num_workers", workers, create=True)
+    run_training(config_from_dict(resolved), callbacks=[TuneReportCallback()])

@@ -24,6 +24,7 @@ Sweeps call `run_training` from a Tune trial's driver function with `callbacks=[
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ class TrainingFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class RunPlan:
-    """Where and how one run trains, settled before Ray starts (arguments over cfg.scaling and cfg.run)."""
+    """Where and how one run trains, settled from cfg.run and cfg.scaling before Ray starts."""
 
     name: str
     storage: str  # absolute local path or URI
@@ -78,19 +79,20 @@ class RunPlan:
         return f"{self.min_workers}-{self.max_workers}" if self.elastic else str(self.max_workers)
 
 
-def build_loop_config(cfg: ExperimentConfig, *, storage_path: str, name: str, overrides_note: str | None = None,
-                      test_hooks: WorkerTestHooks | None = None,
-                      workers: tuple[int, int] | None = None) -> dict[str, Any]:
-    """What each worker receives: the resolved config as plain data, where to log, test-only hooks."""
+def settle_run(cfg: ExperimentConfig) -> ExperimentConfig:
+    """`cfg` with its run name decided (run.name, else the experiment's) and its storage absolute: what the
+    workers train by and the checkpoints record."""
+    run = dataclasses.replace(cfg.run, name=cfg.run_name, storage_path=absolute_location(cfg.run.storage_path))
+    return dataclasses.replace(cfg, run=run)
+
+
+def build_loop_config(cfg: ExperimentConfig, *, overrides_note: str | None = None,
+                      test_hooks: WorkerTestHooks | None = None) -> dict[str, Any]:
+    """What each worker receives: the settled config (`settle_run`) as plain data, where to log, test-only hooks."""
+    storage, name = cfg.run.storage_path, cfg.run_name
     # TensorBoard writes ordinary files, so it lives beside the checkpoints only when storage is a folder
-    tensorboard = None if is_url(storage_path) else join_location(join_location(storage_path, name), TENSORBOARD_DIR)
-    config = to_dict(cfg)
-    # the run's actual name, storage and workers go into the config the checkpoints record (the workers
-    # read the global batch off the maximum worker count there)
-    config["run"].update(name=name, storage_path=storage_path)
-    if workers is not None:
-        config["scaling"]["num_workers"] = list(workers) if workers[0] != workers[1] else workers[1]
-    loop = {"config": config, "tensorboard_dir": tensorboard, "overrides": overrides_note}
+    tensorboard = None if is_url(storage) else join_location(join_location(storage, name), TENSORBOARD_DIR)
+    loop = {"config": to_dict(cfg), "tensorboard_dir": tensorboard, "overrides": overrides_note}
     if test_hooks is not None:
         loop["test_hooks"] = test_hooks
     return loop
@@ -108,22 +110,17 @@ def preflight(cfg: ExperimentConfig) -> None:
     load_stats(cfg)
 
 
-Workers = int | tuple[int, int]  # N, or (min, max) for an elastic group
-
-
-def plan_run(cfg: ExperimentConfig, *, workers: Workers | None = None, use_gpu: bool | None = None,
-             storage_path: str | None = None, name: str | None = None,
-             resize_every_s: float | None = None) -> RunPlan:
-    """The run's name, storage and scaling; a bad worker count or phase boundary fails here, once,
-    not in every worker and every retry."""
-    low, high = worker_range(workers if workers is not None else cfg.scaling.num_workers,
-                             "--workers" if workers is not None else "scaling.num_workers")
+def plan_run(cfg: ExperimentConfig, *, resize_every_s: float | None = None) -> RunPlan:
+    """The run's name, storage and scaling, read off cfg.run and cfg.scaling (the CLI's --workers, --gpu,
+    --storage and --name are overrides of those fields); a bad worker count or phase boundary fails here,
+    once, not in every worker and every retry."""
+    low, high = worker_range(cfg.scaling.num_workers, "scaling.num_workers")
     if resize_every_s is not None and resize_every_s <= 0:
         raise ConfigError(f"must be > 0 seconds, got {resize_every_s}", path="--resize-every")
     Curriculum.from_config(cfg)
-    return RunPlan(name=name or cfg.run_name, storage=absolute_location(storage_path or cfg.run.storage_path),
-                   min_workers=low, max_workers=high, use_gpu=cfg.scaling.use_gpu if use_gpu is None else use_gpu,
-                   threads=max(1, cfg.scaling.cpus_per_worker), resize_every_s=resize_every_s or RESIZE_EVERY_S)
+    return RunPlan(name=cfg.run_name, storage=absolute_location(cfg.run.storage_path), min_workers=low,
+                   max_workers=high, use_gpu=cfg.scaling.use_gpu, threads=max(1, cfg.scaling.cpus_per_worker),
+                   resize_every_s=resize_every_s or RESIZE_EVERY_S)
 
 
 def start_ray(cfg: ExperimentConfig, plan: RunPlan, address: str | None) -> None:
@@ -177,23 +174,22 @@ def make_trainer(cfg: ExperimentConfig, plan: RunPlan, loop_config: dict[str, An
     )
 
 
-def run_training(cfg: ExperimentConfig, *, address: str | None = None, workers: Workers | None = None,
-                 use_gpu: bool | None = None, storage_path: str | None = None, name: str | None = None,
-                 callbacks: Sequence[Any] = (), overrides_note: str | None = None,
-                 test_hooks: WorkerTestHooks | None = None, resize_every_s: float | None = None) -> Any:
+def run_training(cfg: ExperimentConfig, *, address: str | None = None, callbacks: Sequence[Any] = (),
+                 overrides_note: str | None = None, test_hooks: WorkerTestHooks | None = None,
+                 resize_every_s: float | None = None) -> Any:
     """Train `cfg` with Ray Train V2 and return the `ray.train.Result`.
 
-    address: None starts a fresh embedded local Ray (unless one is already initialized in this process);
-    "auto", "HOST:PORT" or "ray://HOST:PORT" connects to a cluster. workers (N or (min, max)), use_gpu,
-    storage_path and name override cfg.scaling and cfg.run. callbacks: Ray Train UserCallbacks (a sweep
-    passes TuneReportCallback). resize_every_s: elastic runs, how often a healthy group checks for more
-    workers (default 60 s).
+    Where and how it runs is cfg's: run.name and run.storage_path, scaling.num_workers (N or [min, max]),
+    scaling.use_gpu (a program holding a config sets them with loader.with_settings). address: None starts
+    a fresh embedded local Ray (unless one is already initialized in this process); "auto", "HOST:PORT" or
+    "ray://HOST:PORT" connects to a cluster. callbacks: Ray Train UserCallbacks (a sweep passes
+    TuneReportCallback). resize_every_s: elastic runs, how often a healthy group checks for more workers
+    (default 60 s).
     """
-    plan = plan_run(cfg, workers=workers, use_gpu=use_gpu, storage_path=storage_path, name=name,
-                    resize_every_s=resize_every_s)
+    cfg = settle_run(cfg)
+    plan = plan_run(cfg, resize_every_s=resize_every_s)
     start_ray(cfg, plan, address)
-    loop_config = build_loop_config(cfg, storage_path=plan.storage, name=plan.name, overrides_note=overrides_note,
-                                    test_hooks=test_hooks, workers=(plan.min_workers, plan.max_workers))
+    loop_config = build_loop_config(cfg, overrides_note=overrides_note, test_hooks=test_hooks)
     trainer = make_trainer(cfg, plan, loop_config, callbacks)
     resumed = has_snapshot(plan.location)
     logger.info("%s run %r: %s %s worker(s)%s, checkpoints under %s", "resuming" if resumed else "starting",

@@ -25,7 +25,6 @@ import yaml
 
 from audiostyle.platform.config.schema import ExperimentConfig, to_dict
 from audiostyle.platform.core.errors import ConfigError
-from audiostyle.platform.core.locations import absolute_location
 from audiostyle.platform.training.cluster_address import (
     CONNECT_TIMEOUT_S,
     ClusterUnreachable,
@@ -66,37 +65,28 @@ def jobs_client(address: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
                                  "runs Ray's dashboard (ray[default]) on that port") from None
 
 
-def entrypoint(run_name: str, *, storage: str | None, workers: Any, use_gpu: bool | None,
-               resize_every_s: float | None) -> str:
-    """The command the job runs on the head."""
-    words = ["python", "-m", "audiostyle.platform", "train", EXPERIMENT_FILE, "--address", "auto", "--name", run_name]
-    if storage:
-        words += ["--storage", storage]
-    if workers is not None:
-        words += ["--workers", f"{workers[0]}-{workers[1]}" if isinstance(workers, tuple) else str(workers)]
-    if use_gpu:
-        words.append("--gpu")
+def entrypoint(resize_every_s: float | None) -> str:
+    """The command the job runs on the head (the resolved YAML beside it carries name, storage and scaling)."""
+    words = ["python", "-m", "audiostyle.platform", "train", EXPERIMENT_FILE, "--address", "auto"]
     if resize_every_s is not None:
         words += ["--resize-every", str(resize_every_s)]
     return shlex.join(words)
 
 
-def submit_training(cfg: ExperimentConfig, address: str, *, name: str | None = None, storage: str | None = None,
-                    workers: Any = None, use_gpu: bool | None = None, resize_every_s: float | None = None,
+def submit_training(cfg: ExperimentConfig, address: str, *, resize_every_s: float | None = None,
                     note: str | None = None) -> tuple[str, str]:
     """Submit `cfg` (already loaded and validated) as a Ray Job; returns (job id, run name).
 
     A local storage path is made absolute here: on the cluster it must name the same shared folder.
     """
-    from audiostyle.platform.training.driver import plan_run
+    from audiostyle.platform.training.driver import plan_run, settle_run
     from audiostyle.platform.training.ray_runtime import package_for_cluster
 
-    plan = plan_run(cfg, workers=workers, use_gpu=use_gpu, storage_path=storage, name=name,
-                    resize_every_s=resize_every_s)  # the same checks as a run started here
+    cfg = settle_run(cfg)
+    plan = plan_run(cfg, resize_every_s=resize_every_s)  # the same checks as a run started here
     client = jobs_client(address)
     folder = Path(tempfile.mkdtemp(prefix="audiostyle-job-"))
     resolved = to_dict(cfg)
-    resolved["run"]["name"] = plan.name
     (folder / EXPERIMENT_FILE).write_text(
         f"# {cfg.name}, resolved for a Ray Job{f' (overrides: {note})' if note else ''}\n"
         + yaml.safe_dump(resolved, sort_keys=False))
@@ -105,8 +95,7 @@ def submit_training(cfg: ExperimentConfig, address: str, *, name: str | None = N
     if package is not None:
         runtime_env["py_modules"] = [str(package)]
     job_id = client.submit_job(
-        entrypoint=entrypoint(plan.name, storage=absolute_location(storage) if storage else None,
-                              workers=workers, use_gpu=use_gpu, resize_every_s=resize_every_s),
+        entrypoint=entrypoint(resize_every_s),
         runtime_env=runtime_env, metadata={METADATA_KEY: plan.name, "experiment": cfg.name})
     return job_id, plan.name
 

@@ -75,6 +75,7 @@ def run(cfg, storage: Path, name: str, *, chaos: bool, args: argparse.Namespace)
     import ray
     from ray.cluster_utils import Cluster
 
+    from audiostyle.platform.config.loader import with_settings
     from audiostyle.platform.training.driver import run_training
     from audiostyle.platform.training.test_hooks import WorkerTestHooks
 
@@ -88,8 +89,9 @@ def run(cfg, storage: Path, name: str, *, chaos: bool, args: argparse.Namespace)
 
     def train() -> None:
         try:
-            out["result"] = run_training(cfg, address=cluster.address, workers=(1, 2),
-                                         resize_every_s=args.resize_every, storage_path=str(storage), name=name,
+            settled = with_settings(cfg, {"scaling.num_workers": [1, 2], "run.storage_path": str(storage),
+                                          "run.name": name})
+            out["result"] = run_training(settled, address=cluster.address, resize_every_s=args.resize_every,
                                          test_hooks=WorkerTestHooks(steps_file=str(steps_file)))
         except BaseException as exc:
             out["error"] = exc

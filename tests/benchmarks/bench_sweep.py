@@ -31,13 +31,13 @@ SMALL = ("data.segment_seconds=2.0", "data.batch_size=4", "data.steps_per_epoch=
 
 
 def train_default(overrides: list[str], steps: int, storage: Path, name: str) -> tuple[float, float]:
-    from audiostyle.platform.config.loader import load_experiment
+    from audiostyle.platform.config.loader import load_experiment, with_settings
     from audiostyle.platform.training.driver import run_training
 
     cfg = load_experiment(ROOT / "experiments" / "piano_violin.yaml",
                           [*overrides, f"train.max_steps={steps}", f"train.val_every={max(1, steps // 3)}"])
     start = time.perf_counter()
-    result = run_training(cfg, storage_path=str(storage), name=name)
+    result = run_training(with_settings(cfg, {"run.storage_path": str(storage), "run.name": name}))
     return float(result.metrics["val/recon"]), time.perf_counter() - start
 
 
@@ -58,7 +58,12 @@ def main() -> None:
 
     import ray
 
-    from audiostyle.platform.config.loader import config_from_dict, load_experiment, load_resolved
+    from audiostyle.platform.config.loader import (
+        config_from_dict,
+        load_experiment,
+        load_resolved,
+        with_settings,
+    )
     from audiostyle.platform.sweeps.driver import run_sweep
     from audiostyle.platform.training.driver import run_training
     from audiostyle.platform.training.ray_runtime import start_local_ray, worker_env_vars
@@ -81,7 +86,7 @@ def main() -> None:
     best_cfg = load_experiment(sweep.report.best_yaml,
                                [f"train.max_steps={total}", f"train.val_every={max(1, total // 3)}"])
     start = time.perf_counter()
-    retrained = run_training(best_cfg, storage_path=str(out / "runs"), name="best_total_budget")
+    retrained = run_training(with_settings(best_cfg, {"run.storage_path": str(out / "runs"), "run.name": "best_total_budget"}))
     best_total, best_total_s = float(retrained.metrics["val/recon"]), time.perf_counter() - start
     ray.shutdown()
 

@@ -84,10 +84,12 @@ def plain_loop(cfg, device: str, threads: int) -> dict[str, float]:
 
 
 def ray_run(cfg, storage: Path, name: str, workers: int, gpu: bool) -> dict[str, float]:
+    from audiostyle.platform.config.loader import with_settings
     from audiostyle.platform.training.driver import run_training
 
     started = time.perf_counter()
-    result = run_training(cfg, workers=workers, use_gpu=gpu, storage_path=str(storage), name=name)
+    result = run_training(with_settings(cfg, {"scaling.num_workers": workers, "scaling.use_gpu": gpu,
+                                              "run.storage_path": str(storage), "run.name": name}))
     wall = time.perf_counter() - started
     m = result.metrics
     return {"steps_per_s": m["perf/steps_per_s"], "samples_per_s": m["perf/samples_per_s"],

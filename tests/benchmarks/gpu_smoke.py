@@ -49,7 +49,7 @@ def main() -> int:
     if torch.cuda.device_count() < 2:
         print(f"needs 2 CUDA GPUs, found {torch.cuda.device_count()}")
         return 1
-    from audiostyle.platform.config.loader import load_experiment
+    from audiostyle.platform.config.loader import load_experiment, with_settings
     from audiostyle.platform.data.prepare import prepare_demo
     from audiostyle.platform.training.driver import run_training
     from audiostyle.platform.training.ray_runtime import start_local_ray
@@ -65,10 +65,9 @@ def main() -> int:
                            "optim.mixed_precision=true", "scaling.use_gpu=true", "+train.audio_examples=0"])
     print(f"GPUs: {[torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]}", flush=True)
     start_local_ray(os.cpu_count() or 2, num_gpus=torch.cuda.device_count())
-    first = run_training(cfg, workers=2, use_gpu=True, storage_path=str(tmp / "runs"), name="gpu",
-                         test_hooks=WorkerTestHooks(stop_after_step=half))
-    resumed = run_training(cfg, workers=2, use_gpu=True, storage_path=str(tmp / "runs"), name="gpu",
-                           test_hooks=WorkerTestHooks(probe_dir=str(tmp / "probe")))
+    cfg = with_settings(cfg, {"scaling.num_workers": 2, "run.storage_path": str(tmp / "runs"), "run.name": "gpu"})
+    first = run_training(cfg, test_hooks=WorkerTestHooks(stop_after_step=half))
+    resumed = run_training(cfg, test_hooks=WorkerTestHooks(probe_dir=str(tmp / "probe")))
     probes = [json.loads(p.read_text()) for p in sorted((tmp / "probe").glob("rank*.json"))]
     assert first.metrics["step"] == half and resumed.metrics["step"] == args.steps
     assert [p["started_at"] for p in probes] == [half, half] and probes[0]["params"] == probes[1]["params"]
