@@ -78,13 +78,13 @@ class WorkerTestHooks:
         """Write this rank's probe: what it trained and a checksum of the weights it ended with."""
         if not self.probe_dir:
             return
-        import ray
+        import inspect
 
-        import audiostyle.platform.training.worker as worker_module
+        import ray
 
         probe = {"rank": loop.rank, "step": loop.step, "batches": loop.batches_seen, "started_at": loop.start_step,
                  "params": parameter_checksum(loop.model), "world": loop.world,
-                 "node_id": ray.get_runtime_context().get_node_id(), "worker_module": worker_module.__file__}
+                 "node_id": ray.get_runtime_context().get_node_id(), "worker_module": inspect.getfile(type(loop))}
         Path(self.probe_dir).mkdir(parents=True, exist_ok=True)
         (Path(self.probe_dir) / f"rank{loop.rank}.json").write_text(json.dumps(probe))
 
