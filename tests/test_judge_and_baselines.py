@@ -65,7 +65,11 @@ def test_sharpness_measures_tell_notes_from_smears_and_noise(items):
 
 def test_transcribe_and_rerender_keeps_the_notes_and_changes_the_instrument(judge, items):
     from audiostyle.platform.evaluation.metrics import note_onsets
-    from audiostyle.platform.evaluation.transcribe_rerender import TranscribeRerender, unavailable_reason
+    from audiostyle.platform.evaluation.transcribe_rerender import (
+        TranscribeRerender,
+        transcribe,
+        unavailable_reason,
+    )
 
     if unavailable_reason():
         pytest.fail(unavailable_reason())  # the README set-up installs it: its absence is a broken install
@@ -73,7 +77,7 @@ def test_transcribe_and_rerender_keeps_the_notes_and_changes_the_instrument(judg
     it = items[0]
     sr = it.sample_rate
     baseline = TranscribeRerender(sr)
-    notes = baseline.transcribe(it.audio["piano"], sr)
+    notes = transcribe(it.audio["piano"], sr)
     assert onset_f1(np.array([n["onset"] for n in notes]), note_onsets(it.notes)) > 0.7
     out = baseline.transfer_array(it.audio["piano"], sr, to="violin")
     assert out.shape == it.audio["piano"].shape
@@ -84,3 +88,28 @@ def test_transcribe_and_rerender_keeps_the_notes_and_changes_the_instrument(judg
     heard, before = clf.probabilities(out, sr), clf.probabilities(it.audio["piano"], sr)
     assert heard["piano"] < 0.2 < before["piano"] and heard["violin"] > before["violin"] + 0.3, (heard, before)
     assert not TranscribeRerender.supports("my_recorded_oud")
+
+
+def test_note_f1_counts_every_voice_of_a_chord():
+    """The score against itself is 1; a chord with one voice missing loses that voice only; a semitone
+    off is nothing; and Basic Pitch's notes of a SoundFont rendering of chords score high, of other
+    chords low (the measure is read through the transcriber, as evaluate reads it)."""
+    from audiostyle.datasets.soundfonts import NoteRenderer, find_soundfonts
+    from audiostyle.platform.evaluation.metrics import note_f1
+    from audiostyle.platform.evaluation.transcribe_rerender import transcribe, unavailable_reason
+
+    if unavailable_reason():
+        pytest.fail(unavailable_reason())
+    chords = [(48, 52, 55, 60), (50, 53, 57, 62), (43, 50, 55, 59), (48, 52, 55, 64), (45, 52, 57, 60), (41, 48, 53, 57)]
+    score = [{"onset": 0.6 * i, "offset": 0.6 * i + 0.55, "pitch": p, "velocity": 90}
+             for i, chord in enumerate(chords) for p in chord]
+    assert note_f1(score, score) == 1.0
+    no_alto = [n for i, n in enumerate(score) if i % 4 != 1]
+    assert note_f1(no_alto, score) == pytest.approx(2 * 0.75 / 1.75)  # precision 1, recall 3/4
+    assert note_f1([{**n, "pitch": n["pitch"] + 1} for n in score], score) == 0.0
+    sr = 22050
+    renderer = NoteRenderer(next(sf for sf in find_soundfonts() if sf.name == "timgm6mb"), sr)
+    heard = note_f1(transcribe(renderer.render(0, score), sr), score)
+    other = [{**n, "pitch": n["pitch"] + 3} for n in score]
+    wrong = note_f1(transcribe(renderer.render(0, other), sr), score)
+    assert heard > 0.8 and wrong < 0.2, (heard, wrong)

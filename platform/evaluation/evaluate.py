@@ -31,9 +31,10 @@ from audiostyle.platform.core.atomic_files import write_json_atomic
 from audiostyle.platform.core.errors import DataError, did_you_mean
 from audiostyle.platform.evaluation.classifier import TimbreClassifier
 from audiostyle.platform.evaluation.degradations import CHECKS
-from audiostyle.platform.evaluation.metrics import METRICS, content_and_fidelity
+from audiostyle.platform.evaluation.metrics import METRICS, content_and_fidelity, note_f1
 from audiostyle.platform.evaluation.transcribe_rerender import DESCRIPTION as TRANSCRIBE_DESCRIPTION
 from audiostyle.platform.evaluation.transcribe_rerender import SYSTEM as TRANSCRIBE
+from audiostyle.platform.evaluation.transcribe_rerender import transcribe
 from audiostyle.platform.inference.transfer import Transferer
 
 if TYPE_CHECKING:
@@ -263,6 +264,9 @@ def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, n
             for system, clip in systems.items():
                 s = content_and_fidelity(clip, x, target, sr, it.notes, f0_method=f0_method)
                 s["p_target"] = clf.probabilities(clip, sr)[tgt]
+                # Basic Pitch hears every voice; it is loaded only with the baseline that runs it anyway
+                s["note_f1"] = note_f1(transcribe(clip, sr), it.notes) if baseline is not None and it.notes \
+                    else float("nan")
                 scores[system] = s
             input_rel = f"audio/{it.piece_id}__{src}.flac"
             if inputs is not None:

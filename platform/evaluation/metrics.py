@@ -112,6 +112,29 @@ def note_onsets(notes: list[dict], *, merge_within: float = 0.03) -> np.ndarray:
     return times[keep]
 
 
+def note_f1(estimated: list[dict], reference: list[dict], *, tolerance: float = ONSET_TOLERANCE_S) -> float:
+    """Note-level F-measure: notes matched one-to-one on pitch (within 50 cents) and onset (within
+    +-tolerance), offsets ignored (mir_eval.transcription, the MIREX note-onset measure). Every voice of a
+    chord is a note of its own, so it counts what one F0 track cannot; 1.0 for the score against itself."""
+    import mir_eval
+
+    if not reference:
+        return float("nan")
+    if not estimated:
+        return 0.0
+
+    def arrays(notes: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        onsets = np.array([float(n["onset"]) for n in notes])
+        # offsets are not scored; mir_eval still wants positive durations
+        offsets = np.maximum(np.array([float(n["offset"]) for n in notes]), onsets + 1e-3)
+        return np.stack([onsets, offsets], axis=1), 440.0 * 2.0 ** ((np.array([n["pitch"] for n in notes]) - 69) / 12)
+
+    (ref_iv, ref_hz), (est_iv, est_hz) = arrays(reference), arrays(estimated)
+    _, _, f, _ = mir_eval.transcription.precision_recall_f1_overlap(
+        ref_iv, ref_hz, est_iv, est_hz, onset_tolerance=tolerance, offset_ratio=None)
+    return float(f)
+
+
 def mr_stft_distance(output: np.ndarray, target: np.ndarray, *, ffts: tuple[int, ...] = (512, 1024, 2048)) -> float:
     """Multi-resolution STFT distance: mean over resolutions of spectral convergence + mean |log-mag|."""
     output, target = _pair(output, target)
@@ -220,6 +243,8 @@ METRICS: dict[str, tuple[bool, str]] = {
     "pitch_acc": (True, "raw pitch accuracy (50 c) of the output vs the input's F0"),
     "chroma_cos": (True, "chroma cosine, output vs input"),
     "onset_f1": (True, "note onset F1 (+-50 ms) vs the score's notes"),
+    "note_f1": (True, "note F1 (pitch and onset +-50 ms) of Basic Pitch's notes of the output vs the score's: "
+                      "every voice of a chord counts"),
     "mr_stft": (False, "multi-resolution STFT distance to the paired target rendering"),
     "p_target": (True, "P(target instrument) from the timbre judge (held-out SoundFonts, rejects degraded audio)"),
     "harmonicity": (True, "partial prominence over the paired target's (1 = partials as sharp as the target's)"),

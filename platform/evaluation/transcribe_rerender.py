@@ -57,6 +57,24 @@ def _model():
     return _MODEL
 
 
+def transcribe(audio: np.ndarray, sr: int) -> list[dict]:
+    """Notes {onset, offset, pitch, velocity} (seconds, MIDI) that Basic Pitch hears in mono `audio`, chords
+    included (it is polyphonic): the baseline's first half, and what the note F-measure reads."""
+    import soundfile as sf
+    from basic_pitch.inference import predict
+
+    with tempfile.TemporaryDirectory(prefix="audiostyle-transcribe-") as tmp:
+        path = Path(tmp) / "input.wav"
+        sf.write(path, np.asarray(audio, dtype=np.float32), sr, subtype="FLOAT")
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints "Predicting MIDI for ..." per file
+            _, _, events = predict(path, _model(), onset_threshold=ONSET_THRESHOLD,
+                                   frame_threshold=FRAME_THRESHOLD, minimum_note_length=MINIMUM_NOTE_MS)
+    notes = [{"onset": float(start), "offset": float(end), "pitch": int(pitch),
+              "velocity": int(np.clip(round(40 + 80 * float(amplitude)), 1, 127))}
+             for start, end, pitch, amplitude, *_ in events]
+    return sorted(notes, key=lambda n: (n["onset"], n["pitch"]))
+
+
 class TranscribeRerender:
     """`transfer_array(audio, sr, to=instrument)` like a Transferer, by transcription and re-rendering."""
 
@@ -76,29 +94,13 @@ class TranscribeRerender:
 
         return instrument in INSTRUMENTS
 
-    def transcribe(self, audio: np.ndarray, sr: int) -> list[dict]:
-        """Notes {onset, offset, pitch, velocity} (seconds, MIDI) that Basic Pitch hears in mono `audio`."""
-        import soundfile as sf
-        from basic_pitch.inference import predict
-
-        with tempfile.TemporaryDirectory(prefix="audiostyle-transcribe-") as tmp:
-            path = Path(tmp) / "input.wav"
-            sf.write(path, np.asarray(audio, dtype=np.float32), sr, subtype="FLOAT")
-            with contextlib.redirect_stdout(io.StringIO()):  # it prints "Predicting MIDI for ..." per file
-                _, _, events = predict(path, _model(), onset_threshold=ONSET_THRESHOLD,
-                                       frame_threshold=FRAME_THRESHOLD, minimum_note_length=MINIMUM_NOTE_MS)
-        notes = [{"onset": float(start), "offset": float(end), "pitch": int(pitch),
-                  "velocity": int(np.clip(round(40 + 80 * float(amplitude)), 1, 127))}
-                 for start, end, pitch, amplitude, *_ in events]
-        return sorted(notes, key=lambda n: (n["onset"], n["pitch"]))
-
     def transfer_array(self, audio: np.ndarray, sr: int, to: str) -> np.ndarray:
         """The input's transcribed notes played by `to`, at `self.sample_rate`, as long as the input, at the
         loudness instrument datasets are normalized to (as the paired targets are)."""
         from audiostyle.datasets import audio_io
         from audiostyle.datasets.soundfonts import instrument_spec
 
-        notes = self.transcribe(audio, sr)
+        notes = transcribe(audio, sr)
         length = int(round(len(audio) * self.sample_rate / sr))
         if not notes:
             return np.zeros(length, dtype=np.float32)

@@ -43,7 +43,7 @@ VARIANTS = {
     "unpaired": ("paired_spectral", ["curriculum.phases.0.weights.cross_reconstruction=0.0"]),
     "research": ("quickstart", ["train.checkpoint_metric=val/recon"]),
 }
-METRICS = ("pitch_acc", "chroma_cos", "mr_stft", "harmonicity", "sharpness", "p_target")
+METRICS = ("pitch_acc", "chroma_cos", "note_f1", "mr_stft", "harmonicity", "sharpness", "p_target")
 
 
 def thresholds(row: dict, oracle: dict, identity: dict, wrong: dict, mr_stft_factor: float = 0.7) -> list[str]:
