@@ -34,9 +34,11 @@ import soundfile as sf
 from audiostyle.datasets.demo_scores import (
     PieceRef,
     catalog,
+    chord_catalog,
     load_line,
     ordered,
     realize,
+    split_key,
     stable_rng,
 )
 from audiostyle.datasets.manifest import MANIFEST_NAME
@@ -79,8 +81,9 @@ class Recording:
 
 
 def split_of(piece_id: str, seed: int) -> str:
-    """The split a piece belongs to, for every instrument and duration: a property of (seed, piece)."""
-    u = float(stable_rng("split", seed, piece_id).random())
+    """The split a piece belongs to, for every instrument and duration: a property of (seed, piece); a
+    chord passage's is its chorale's."""
+    u = float(stable_rng("split", seed, split_key(piece_id)).random())
     edge = 0.0
     for split, fraction in SPLIT_FRACTIONS.items():
         edge += fraction
@@ -108,14 +111,25 @@ def _take(refs: Sequence[PieceRef], target_seconds: float, cache_dir: Path | Non
 
 
 def plan_recordings(spec: InstrumentSpec, total_seconds: float, *, seed: int, cache_dir: Path | None = None,
-                    paired: bool = True) -> list[Recording]:
-    """Train, val and test recordings for one instrument, `total_seconds` of notes in all.
+                    paired: bool = True, chords: float = 0.0) -> list[Recording]:
+    """Train, val and test recordings for one instrument, `total_seconds` of notes in all, the fraction
+    `chords` of each split's seconds chord passages (every voice of a chorale), the rest melodies.
 
     Paired splits take their pieces in one order for every instrument and fit them into the range every
     instrument of the table plays, so each piece is note-for-note the same on every instrument; the test
     split is always paired.
     """
-    pool = catalog()
+    if not 0.0 <= chords < 1.0:
+        raise ConfigError(f"must be in [0, 1), got {chords}", path="chords", hint="the fraction of chord passages")
+    recordings = _plan(spec, total_seconds * (1.0 - chords), catalog(), seed=seed, cache_dir=cache_dir, paired=paired)
+    if chords > 0:
+        recordings += _plan(spec, total_seconds * chords, chord_catalog(), seed=seed, cache_dir=cache_dir,
+                            paired=paired)
+    return recordings
+
+
+def _plan(spec: InstrumentSpec, total_seconds: float, pool: list[PieceRef], *, seed: int, cache_dir: Path | None,
+          paired: bool) -> list[Recording]:
     by_split = {split: [r for r in pool if split_of(r.piece_id, seed) == split] for split in SPLIT_FRACTIONS}
     # Excerpts of at most a quarter of the total (10-60 s) give train several pieces even at CI size
     # and keep a long quartet movement from filling an instrument alone.
@@ -195,7 +209,7 @@ def stage_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano
                heldout_soundfont: bool = True, paired: bool = True, progress: bool = False,
                sample_rate: int = 22050, cache_dir: str | os.PathLike | None = None,
                soundfont_dirs: Sequence[str | os.PathLike] | None = None,
-               players: Sequence[str] = (TRAINING_SOUNDFONT,)) -> dict:
+               players: Sequence[str] = (TRAINING_SOUNDFONT,), chords: float = 0.0) -> dict:
     """Render the demo audio as FLAC under `<out_root>/.render/` and write `<out_root>/notes/`.
 
     Per instrument the result lists the JSONL manifest (path, recording_id, split) that
@@ -225,20 +239,22 @@ def stage_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano
     renderers: dict[str, NoteRenderer] = {}
 
     result: dict = {"out_root": str(out_root), "sample_rate": sample_rate, "seed": seed, "paired": paired,
+                    "chords": chords,
                     "seconds_per_instrument": total_seconds,
                     "soundfonts": {"train": str(training_sf.path), "players": [p.name for p in player_sfs],
                                    "heldout": [str(h.path) for h in heldout_sfs]},
                     "heldout_skipped": heldout_note, "instruments": {}, "test_pieces": []}
     rendered_seconds = render_wall = 0.0
     for spec in specs:
-        recordings = plan_recordings(spec, total_seconds, seed=seed, cache_dir=cache, paired=paired)
+        recordings = plan_recordings(spec, total_seconds, seed=seed, cache_dir=cache, paired=paired, chords=chords)
         jobs = [(r, training_sf, None) for r in recordings]
         jobs += player_recordings(recordings, spec, player_sfs)
         for heldout_sf in heldout_sfs:
             jobs += [(r, heldout_sf, None) for r in heldout_recordings(recordings, heldout_sf)]
         sig = _signature(format=RENDER_FORMAT, instrument=spec, seconds=total_seconds, seed=seed, sample_rate=sample_rate,
                          paired=paired, soundfonts=[training_sf.name, *(h.name for h in heldout_sfs)],
-                         **({"players": [p.name for p in player_sfs]} if len(player_sfs) > 1 else {}))
+                         **({"players": [p.name for p in player_sfs]} if len(player_sfs) > 1 else {}),
+                         **({"chords": chords} if chords else {}))
         stage = out_root / ".render" / f"{spec.name}-{sig}"
         rows, training_renders, player_renders = [], {}, {}
         for rec, soundfont, tag in tqdm(jobs, desc=f"render {spec.name}", unit="piece", disable=not progress):
@@ -276,7 +292,7 @@ def render_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("pian
                 heldout_soundfont: bool = True, paired: bool = True, progress: bool = False,
                 sample_rate: int = 22050, cache_dir: str | os.PathLike | None = None,
                 soundfont_dirs: Sequence[str | os.PathLike] | None = None,
-                players: Sequence[str] = (TRAINING_SOUNDFONT,)) -> dict:
+                players: Sequence[str] = (TRAINING_SOUNDFONT,), chords: float = 0.0) -> dict:
     """Render and ingest demo instruments under `out_root`; returns what was made.
 
     `<out_root>/<instrument>/` gets shards + manifest.json, `<out_root>/notes/` the paired test note
@@ -289,7 +305,7 @@ def render_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("pian
     result = stage_demo(out_root, instruments, seconds_per_instrument=seconds_per_instrument, minutes=minutes,
                         seed=seed, heldout_soundfont=heldout_soundfont, paired=paired, progress=progress,
                         sample_rate=sample_rate, cache_dir=cache_dir, soundfont_dirs=soundfont_dirs,
-                        players=players)
+                        players=players, chords=chords)
     for name, info in result["instruments"].items():
         info.update(_ingest(name, Path(info["source_manifest"]), Path(out_root) / name,
                             sample_rate=sample_rate, seed=seed, progress=progress))

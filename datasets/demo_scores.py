@@ -1,8 +1,12 @@
-"""Monophonic melodies from music21's bundled corpus for the demo instruments: list the pieces, parse
+"""Melodies and chords from music21's bundled corpus for the demo instruments: list the pieces, parse
 each once into a cached JSON note list, and turn one into timed notes (tempo, velocity, octave fit).
 
-Sources: Bach chorale sopranos, Ryan's Mammoth Collection fiddle tunes and string-quartet violin-1
+Melodies: Bach chorale sopranos, Ryan's Mammoth Collection fiddle tunes and string-quartet violin-1
 parts. Every instrument draws from the same pool, so musical style does not give away the instrument.
+Chords (`chord_catalog`): every voice of the same chorales, each note folded by octaves into the range
+every instrument plays (close-position chords; the harmony's pitch classes are kept), piece ids
+`chords_<chorale>`; a chord passage takes its chorale's split (`split_key`), so a test chorale's melody
+and chords both stay out of training.
 Parsing costs 0.07-2 s per piece, hence the cache (one JSON per piece, written atomically).
 """
 
@@ -23,7 +27,9 @@ from audiostyle.platform.core.atomic_files import write_json_atomic
 CACHE_FORMAT = 1
 # Playing tempi (quarter notes per minute) before a +-15 % per-piece variation: chorales are sung slowly;
 # fiddle tunes and quartet allegros move faster.
-BASE_BPM = {"chorale": 90.0, "fiddle": 110.0, "quartet": 110.0}
+BASE_BPM = {"chorale": 90.0, "fiddle": 110.0, "quartet": 110.0, "chords": 80.0}
+CHORDS = "chords"
+_CHORDS_PREFIX, _CHORALE_PREFIX = "chords_", "chorale_"
 _QUARTET_DIRS = ("beethoven", "haydn", "mozart")
 
 
@@ -32,13 +38,14 @@ class PieceRef:
     """A corpus file holding one melody; `piece_id` is safe for file names and shard keys (no dots)."""
 
     piece_id: str
-    source: str  # chorale | fiddle | quartet
+    source: str  # chorale | fiddle | quartet | chords
     corpus_path: str  # relative to music21/corpus
 
 
 @dataclass(frozen=True)
 class ScoreLine:
-    """A parsed monophonic line: (onset, duration) in quarter notes and MIDI pitch, sorted, no overlaps."""
+    """Parsed notes: (onset, duration) in quarter notes and MIDI pitch, sorted; a melody (no overlaps), or
+    every voice when `source` is "chords"."""
 
     piece_id: str
     source: str
@@ -75,6 +82,38 @@ def catalog() -> list[PieceRef]:
                 continue
             refs.append(PieceRef("quartet_" + _safe_id(rel.removesuffix(".mxl")), "quartet", rel))
     return sorted(refs, key=lambda r: r.piece_id)
+
+
+def chord_catalog() -> list[PieceRef]:
+    """The chorales again, every voice: one chord passage per chorale of `catalog()`."""
+    return [PieceRef(_CHORDS_PREFIX + ref.piece_id.removeprefix(_CHORALE_PREFIX), CHORDS, ref.corpus_path)
+            for ref in catalog() if ref.source == "chorale"]
+
+
+def is_chord_passage(piece_id: str) -> bool:
+    """Whether a piece id (or a recording id built on it) names a chord passage."""
+    return piece_id.startswith(_CHORDS_PREFIX)
+
+
+def split_key(piece_id: str) -> str:
+    """The id a piece's split is drawn from: a chord passage's is its chorale's."""
+    if is_chord_passage(piece_id):
+        return _CHORALE_PREFIX + piece_id.removeprefix(_CHORDS_PREFIX)
+    return piece_id
+
+
+def _extract_voices(score) -> list[tuple[float, float, int]]:
+    """Every note of every part, (onset, length, pitch), one per (onset, pitch)."""
+    notes: dict[tuple[float, int], float] = {}
+    for part in score.parts:
+        for element in part.stripTies().flatten().notes:
+            length = float(element.quarterLength)
+            if length <= 0:
+                continue
+            for pitch in element.pitches:
+                key = (round(float(element.offset), 6), int(pitch.midi))
+                notes[key] = max(notes.get(key, 0.0), round(length, 6))
+    return [(onset, length, pitch) for (onset, pitch), length in sorted(notes.items())]
 
 
 def _choose_part(score, source: str):
@@ -128,7 +167,8 @@ def load_line(ref: PieceRef, cache_dir: str | os.PathLike | None = None) -> Scor
         from music21 import corpus
 
         try:
-            notes = _extract_line(_choose_part(corpus.parse(ref.corpus_path), ref.source))
+            score = corpus.parse(ref.corpus_path)
+            notes = _extract_voices(score) if ref.source == CHORDS else _extract_line(_choose_part(score, ref.source))
             reason = "" if len(notes) >= 8 else "fewer than 8 notes"
         except Exception as exc:  # music21 raises many types on odd encodings; the piece is just skipped
             notes, reason = [], f"parse failed: {type(exc).__name__}: {exc}"[:300]
@@ -168,6 +208,21 @@ def fit_shift(pitches: Sequence[int], low: int, high: int, *, transpose: bool = 
     return min(fitting, key=lambda s: (abs(s - octave), s)) if fitting else None
 
 
+def fold_into_range(notes: list[dict], low: int, high: int) -> list[dict]:
+    """Each note moved by octaves to its nearest place in [low, high] (at least an octave wide), voices
+    that land on one pitch at one onset merged: every pitch class of each chord is kept, in close position."""
+    if high - low < 11:
+        raise ValueError(f"a range of {high - low + 1} semitones cannot hold every pitch class")
+    folded: dict[tuple[float, int], dict] = {}
+    for n in notes:
+        places = range(low + (n["pitch"] - low) % 12, high + 1, 12)
+        pitch = min(places, key=lambda p, orig=n["pitch"]: abs(p - orig))
+        key = (n["onset"], pitch)
+        if key not in folded or n["offset"] > folded[key]["offset"]:
+            folded[key] = {**n, "pitch": pitch}
+    return [folded[k] for k in sorted(folded)]
+
+
 def realize(line: ScoreLine, *, seed: int, low: int, high: int, max_seconds: float | None = None,
             require_fit: bool = False) -> list[dict] | None:
     """Timed notes [{onset, offset, pitch, velocity}] in seconds, fitted into [low, high] by octaves.
@@ -194,6 +249,8 @@ def realize(line: ScoreLine, *, seed: int, low: int, high: int, max_seconds: flo
                       "velocity": int(np.clip(base_velocity + dv, 1, 127))})
     if not notes:
         return None
+    if line.source == CHORDS:
+        return fold_into_range(notes, low, high)
     shift = fit_shift([n["pitch"] for n in notes], low, high, transpose=require_fit)
     if shift is None:
         return None

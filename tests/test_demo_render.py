@@ -217,3 +217,39 @@ def test_render_demo_rerun_reuses_everything(demo_root):
     result = prepare_demo(demo_root, instruments=("piano", "violin", "cello"), seconds_per_instrument=40, seed=0)
     assert result["rendered_seconds"] == 0.0
     assert (demo_root / "piano" / "manifest.json").read_bytes() == manifest
+
+
+def _most_sounding(notes) -> int:
+    """The most notes sounding at once in a note list."""
+    events = sorted([(n["onset"], 1) for n in notes] + [(n["offset"], -1) for n in notes])
+    most = now = 0
+    for _, change in events:
+        now += change
+        most = max(most, now)
+    return most
+
+
+def test_chord_passages_are_polyphonic_paired_and_split_with_their_chorale(score_cache):
+    from audiostyle.datasets.demo_scores import fold_into_range, is_chord_passage, split_key
+
+    plans = {name: plan_recordings(instrument_spec(name), 90.0, seed=1, cache_dir=score_cache, chords=0.4)
+             for name in ("piano", "violin")}
+    chords = [r for r in plans["piano"] if is_chord_passage(r.piece_id)]
+    melodies = [r for r in plans["piano"] if not is_chord_passage(r.piece_id)]
+    assert {r.split for r in chords} == {"train", "val", "test"} and melodies
+    low, high = paired_range()
+    for r in chords:
+        assert _most_sounding(r.notes) >= 3, r.piece_id  # chords, not a line
+        assert all(low <= n["pitch"] <= high for n in r.notes)
+        assert split_of(r.piece_id, 1) == split_of(split_key(r.piece_id), 1) == r.split  # the chorale's split
+    assert all(_most_sounding(r.notes) == 1 for r in melodies)
+    assert plans["piano"] == plans["violin"]  # every split paired, chords too
+    # a test chorale stays out of training as chords and as a melody
+    test_chorales = {split_key(r.piece_id) for r in chords if r.split == "test"}
+    assert not test_chorales & {split_key(r.piece_id) for r in plans["piano"] if r.split == "train"}
+    # folding keeps each chord's pitch classes
+    chord = [{"onset": 0.0, "offset": 1.0, "pitch": p, "velocity": 80} for p in (36, 55, 64, 84)]
+    folded = fold_into_range(chord, low, high)
+    assert {n["pitch"] % 12 for n in folded} == {0, 7, 4} and all(low <= n["pitch"] <= high for n in folded)
+    with pytest.raises(ConfigError, match="chords"):
+        plan_recordings(instrument_spec("piano"), 90.0, seed=1, cache_dir=score_cache, chords=1.0)

@@ -37,6 +37,14 @@ positive_int = _number(int, 1, False, "")
 non_negative_int = _number(int, 0, False, "")
 
 
+def unit_fraction(text: str) -> float:
+    """A fraction in [0, 1) (argparse type of `data demo --chords`)."""
+    value = _number(float, 0, False, "")(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be below 1 (a fraction of each split), got {text}")
+    return value
+
+
 def worker_count(text: str) -> int | tuple[int, int]:
     """`N` or `MIN-MAX` (argparse type of --workers, shared by `train` and `submit`)."""
     try:

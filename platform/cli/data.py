@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import argparse
 
-from audiostyle.platform.cli.argtypes import positive_int, positive_minutes, positive_number, positive_seconds
+from audiostyle.platform.cli.argtypes import (
+    positive_int,
+    positive_minutes,
+    positive_number,
+    positive_seconds,
+    unit_fraction,
+)
 
 _ADD_EXAMPLES = """examples:
   audiostyle data add cello recordings/cello/                    # every audio file under the folder
@@ -94,6 +100,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            "always included), fluidr3, musescore, csound; each plays every train and val piece with "
                            "each program of the instrument's family, and pairs take their input from any of them. "
                            "Every other set installed is held out (default: timgm6mb)")
+    demo.add_argument("--chords", type=unit_fraction, default=0.0, metavar="FRACTION",
+                      help="fraction of each split's seconds given to chord passages: every voice of a Bach chorale, "
+                           "folded by octaves into the range every instrument plays; split with their chorale, so a "
+                           "test chorale's melody and chords both stay out of training (default: 0, melodies only)")
     demo.add_argument("--no-heldout", action="store_true", help="do not render the 'heldout' split with the other "
                                                                   "SoundFonts installed")
     demo.add_argument("--soundfont-dir", action="append", default=[], metavar="DIR",
@@ -174,7 +184,7 @@ def run_demo(args: argparse.Namespace) -> int:
     result = prepare_demo(args.out, names, seconds_per_instrument=args.seconds, minutes=args.minutes, seed=args.seed,
                           heldout_soundfont=not args.no_heldout, paired=not args.unpaired, progress=True,
                           soundfont_dirs=[*SYSTEM_DIRS, *args.soundfont_dir],
-                          players=tuple(p.strip() for p in args.players.split(",") if p.strip()))
+                          players=tuple(p.strip() for p in args.players.split(",") if p.strip()), chords=args.chords)
     for name in names:
         print("\n".join(summary_lines(read_manifest(Path(args.out) / name))))
     if result.get("pairs"):

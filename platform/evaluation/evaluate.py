@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audiostyle.datasets.audio_io import to_rate_float32, write_audio_atomic
+from audiostyle.datasets.demo_scores import is_chord_passage
 from audiostyle.datasets.manifest import MANIFEST_NAME
 from audiostyle.datasets.recording_conditions import CONDITIONS
 from audiostyle.platform.core.atomic_files import write_json_atomic
@@ -140,11 +141,20 @@ def judge_checks(clf: TimbreClassifier, items: list[PairedItem], audio: list[dic
             "thresholds": TRUST, "trusted": not failed, "failed": failed, "pieces": len(items)}
 
 
-def wrong_notes(audio: list[dict[str, np.ndarray]], i: int, instrument: str) -> np.ndarray:
-    """`instrument`'s rendering of another test piece; with a single piece, its own rendering rotated by
-    half its length, which puts other notes under every moment of the input just the same."""
+def piece_kind(piece_id: str) -> str:
+    """"chords" for a chord passage (every voice of a chorale), else "melodies"."""
+    return "chords" if is_chord_passage(piece_id) else "melodies"
+
+
+def wrong_notes(audio: list[dict[str, np.ndarray]], i: int, instrument: str,
+                kinds: list[str] | None = None) -> np.ndarray:
+    """`instrument`'s rendering of another test piece (of the same kind, melody or chords, when `kinds`
+    gives one); with a single piece, its own rendering rotated by half its length, which puts other
+    notes under every moment of the input just the same."""
     if len(audio) > 1:
-        return audio[(i + 1) % len(audio)][instrument]
+        others = [(i + k) % len(audio) for k in range(1, len(audio))]
+        same = [j for j in others if kinds is None or kinds[j] == kinds[i]]
+        return audio[(same or others)[0]][instrument]
     clip = audio[i][instrument]
     return np.roll(clip, len(clip) // 2)
 
@@ -255,7 +265,8 @@ def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, n
             audio_seconds += len(x) / sr
             files = {"model": f"audio/{it.piece_id}__{src}_to_{tgt}.flac"}
             write_audio_atomic(out / files["model"], y, sr)
-            systems = {"model": y, "identity": x, "oracle": target, "wrong_notes": wrong_notes(audio, i, tgt)}
+            systems = {"model": y, "identity": x, "oracle": target,
+                       "wrong_notes": wrong_notes(audio, i, tgt, [piece_kind(p.piece_id) for p in items])}
             if baseline is not None and baseline.supports(tgt):
                 systems[TRANSCRIBE] = baseline.transfer_array(x, sr, to=tgt)
                 files[TRANSCRIBE] = f"audio/{it.piece_id}__{src}_to_{tgt}__{TRANSCRIBE}.flac"
@@ -272,7 +283,8 @@ def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, n
             if inputs is not None:
                 input_rel = f"audio/{it.piece_id}__{src}__input.flac"
                 write_audio_atomic(out / input_rel, x, sr)
-            rows.append({"piece": it.piece_id, "source": src, "target": tgt, "scores": scores,
+            rows.append({"piece": it.piece_id, "kind": piece_kind(it.piece_id), "source": src, "target": tgt,
+                         "scores": scores,
                          "audio": {"input": input_rel, "output": files["model"],
                                    "target": f"audio/{it.piece_id}__{tgt}.flac",
                                    **({"baseline": files[TRANSCRIBE]} if TRANSCRIBE in files else {})}})
@@ -314,6 +326,12 @@ def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir:
         for name, clip in clips.items():
             write_audio_atomic(out / "audio" / f"{it.piece_id}__{name}.flac", clip, sr)
     clf_info["checks"] = judge_checks(clf, items, audio, sr)
+    kinds = sorted({piece_kind(it.piece_id) for it in items})
+    if len(kinds) > 1:  # the judge earns trust on chords and on melodies apart
+        clf_info["checks_by_kind"] = {
+            kind: judge_checks(clf, [it for it in items if piece_kind(it.piece_id) == kind],
+                               [a for it, a in zip(items, audio) if piece_kind(it.piece_id) == kind], sr)
+            for kind in kinds}
     baseline, baseline_note = baseline_systems(sr, chosen) if baselines else (None, "not requested (--no-baselines)")
     inputs = heldout_inputs(data_root, chosen, items, input_soundfont, sr) if input_soundfont else None
     input_rate = None
@@ -335,6 +353,9 @@ def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir:
         "input_soundfont": input_soundfont, "input_condition": input_condition,
         "pairs": {f"{s}->{t}": aggregate([r for r in rows if (r["source"], r["target"]) == (s, t)]) for s, t in pairs},
         "summary": aggregate(rows),
+        "by_kind": {kind: {f"{s}->{t}": aggregate([r for r in rows if (r["source"], r["target"]) == (s, t)
+                                                    and r["kind"] == kind]) for s, t in pairs}
+                    for kind in kinds} if len(kinds) > 1 else {},
         "realtime_factor": model_seconds / max(audio_seconds, 1e-9), "device": str(tr.device),
         "items": rows, "notes": [],
     }
@@ -343,6 +364,10 @@ def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir:
     if not clf_info["checks"]["trusted"]:
         results["notes"].append("the timbre judge failed its checks on these pieces ("
                                 + "; ".join(clf_info["checks"]["failed"]) + "): do not trust p_target")
+    for kind, checks in clf_info.get("checks_by_kind", {}).items():
+        if not checks["trusted"]:
+            results["notes"].append(f"the timbre judge failed its checks on the {kind} ("
+                                    + "; ".join(checks["failed"]) + f"): do not trust p_target on {kind}")
     if len(items) < 2:
         results["notes"].append("only one test piece: wrong_notes is its target rendering rotated by half its length")
     write_json_atomic(out / "results.json", results, indent=2)

@@ -100,6 +100,18 @@ def _player(label: str, rel: str) -> str:
             f"<a href='{html.escape(rel)}'>{html.escape(rel)}</a></audio></div>")
 
 
+def interleaved_by_kind(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The clips with the kinds (melodies, chords) taking turns, each kind's in their order: the examples
+    of a report on both show both."""
+    seen: dict[Any, int] = {}
+    ranked = []
+    for item in items:
+        kind = item.get("kind")
+        ranked.append((seen.get(kind, 0), item))
+        seen[kind] = seen.get(kind, 0) + 1
+    return [item for _, item in sorted(ranked, key=lambda pair: pair[0])]
+
+
 def write_report(results: dict[str, Any], out_dir: str | Path, *, max_examples: int = MAX_EXAMPLES) -> Path:
     """Write `<out_dir>/index.html` (and spectrogram PNGs) for an `evaluate` results dict."""
     import soundfile as sf
@@ -130,9 +142,18 @@ def write_report(results: dict[str, Any], out_dir: str | Path, *, max_examples: 
     for pair, block in results["pairs"].items():
         src, _, tgt = pair.partition("->")
         parts += [f"<h2>{html.escape(src)} &rarr; {html.escape(tgt)}</h2>", metric_table(block, metrics)]
+    for kind, pairs in results.get("by_kind", {}).items():  # melodies and chords apart, when both were tested
+        parts.append(f"<h2>{html.escape(kind.capitalize())}</h2>")
+        checks = results["classifier"].get("checks_by_kind", {}).get(kind)
+        if checks:
+            parts += [f"<h3>The timbre judge on {html.escape(kind)}</h3>", judge_table(checks)]
+        for pair, block in pairs.items():
+            src, _, tgt = pair.partition("->")
+            parts += [f"<h3>{html.escape(kind)}: {html.escape(src)} &rarr; {html.escape(tgt)}</h3>",
+                      metric_table(block, metrics)]
     parts.append("<h2>Examples</h2>")
     sr = results["sample_rate"]
-    for k, item in enumerate(results["items"][:max_examples]):
+    for k, item in enumerate(interleaved_by_kind(results["items"])[:max_examples]):
         png = f"spectrograms/{k:03d}_{item['piece']}_{item['source']}_to_{item['target']}.png"
         clips = {}
         roles = [("input", f"input ({item['source']})"), ("output", f"output ({item['target']})"),
