@@ -130,3 +130,10 @@ def test_data_add_writes_shards_manifest_and_statistics(tmp_path, capsys):
     assert stats.mean.shape == (2, 513 + 84) and stats.count > 0 and np.all(np.isfinite(stats.std))
     assert np.all(stats.std[0] > 0)  # real parts; the imaginary part is exactly 0 at DC and Nyquist
     assert "- {name: cello" in printed and "stats.npz" in printed
+
+
+def test_evaluate_offers_every_input_condition_the_evaluation_knows():
+    from audiostyle.datasets.recording_conditions import CONDITIONS
+    from audiostyle.platform.cli.evaluate import INPUT_CONDITIONS
+
+    assert set(INPUT_CONDITIONS) == set(CONDITIONS)

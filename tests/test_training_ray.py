@@ -30,11 +30,12 @@ def ray_local():
     ray.shutdown()
 
 
-def train(cfg, storage: Path, name: str, **kwargs):
+def train(cfg, storage: Path, name: str, workers: int = 1, **kwargs):
     from audiostyle.platform.config.loader import with_settings
     from audiostyle.platform.training.driver import run_training
 
-    return run_training(with_settings(cfg, {"run.storage_path": str(storage), "run.name": name}), **kwargs)
+    settings = {"run.storage_path": str(storage), "run.name": name, "scaling.num_workers": workers}
+    return run_training(with_settings(cfg, settings), **kwargs)
 
 
 def probes(folder: Path) -> list[dict]:
@@ -127,7 +128,8 @@ def test_cli_rerun_resumes_and_training_lowers_val_recon(ray_local, demo_root, t
     assert sorted(p.name for p in (tmp_path / "cli").glob("step_*")) == ["step_00000002", "step_00000050"]
     early, late = (json.loads((tmp_path / "cli" / f"step_{s:08d}" / "state.json").read_text())
                    for s in (2, 50))
-    assert late["overrides"].endswith("train.val_every=50")
+    # the note records the overrides, the run options among them (they are overrides of run.*)
+    assert late["overrides"].endswith('train.val_every=50 run.storage_path="' + str(tmp_path) + '" run.name="cli"')
     # 48 more steps of reconstruction on the demo audio (the paired demo's narrower pitch range takes a
     # few more than 28 to clear the bar reliably): the validation reconstruction error drops
     before, after = early["metrics"], late["metrics"]

@@ -6,6 +6,10 @@ import argparse
 
 from audiostyle.platform.cli.argtypes import positive_int
 
+# datasets/recording_conditions.CONDITIONS, named here so `--help` imports no numpy (tests/test_cli.py checks
+# the two agree)
+INPUT_CONDITIONS = ("vibrato", "room", "tilt_up", "tilt_down", "hiss", "quiet", "rate_44k")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -31,9 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="take the inputs from the heldout split rendered with this SoundFont (e.g. fluidr3): "
                         "the same test pieces by a player the model never heard; targets stay the test split's")
     p.add_argument("--input-condition", metavar="NAME", default=None,
-                   choices=("room", "tilt_up", "tilt_down", "hiss", "quiet", "rate_44k"),
-                   help="put the inputs through a recording condition first: room (RT60 0.7 s), tilt_up / "
-                        "tilt_down (EQ tilt +-6 dB), hiss (30 dB SNR), quiet (-20 dB), rate_44k (arrives at 44.1 kHz)")
+                   choices=INPUT_CONDITIONS,
+                   help="put the inputs through a playing or recording condition first: vibrato (+-30 cents at "
+                        "5.5 Hz), room (RT60 0.7 s), tilt_up / tilt_down (EQ tilt +-6 dB), hiss (30 dB SNR), quiet "
+                        "(-20 dB), rate_44k (arrives at 44.1 kHz)")
     p.set_defaults(func=run)
 
 
