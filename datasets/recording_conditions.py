@@ -26,6 +26,7 @@ import numpy as np
 # The evaluation's conditions (fixed parameters; `rate_44k` changes only the rate the input arrives at).
 CONDITIONS: dict[str, str] = {
     "vibrato": "played with vibrato: pitch +-30 cents and level +-2 dB at 5.5 Hz",
+    "soft_attack": "bowed in: every rise in level spread over 150 ms",
     "room": "played in a room, RT60 0.7 s (image-source impulse response)",
     "tilt_up": "EQ tilt +6 dB: high shelf +6 dB above 3 kHz, low shelf -6 dB below 300 Hz",
     "tilt_down": "EQ tilt -6 dB: high shelf -6 dB above 3 kHz, low shelf +6 dB below 300 Hz",
@@ -72,6 +73,23 @@ def vibrato(wave: np.ndarray, sample_rate: int, *, rate_hz: float, depth_cents: 
     return (out * 10.0 ** (tremolo_db * np.sin(w * t + phase - np.pi / 2) / 20.0)).astype(np.float32)
 
 
+def soft_attack(wave: np.ndarray, sample_rate: int, *, rise_seconds: float) -> np.ndarray:
+    """`wave` with each rise in level spread over about `rise_seconds` (a bow that starts a note softly, a
+    slow-speaking sample), falls untouched: the gain is a level follower that rises slowly and falls at once,
+    over the level itself, so a held note ends at its own level."""
+    hop = 64
+    frames = max(1, len(wave) // hop)
+    level = np.sqrt(np.mean(np.square(wave[: frames * hop].reshape(frames, hop), dtype=np.float64), axis=1)) + 1e-6
+    follow = np.empty_like(level)
+    step = 1.0 - np.exp(-hop / (rise_seconds * sample_rate))
+    current = level[0]
+    for i, value in enumerate(level):  # frame rate: a few thousand steps for a 10 s clip
+        current = value if value < current else current + step * (value - current)
+        follow[i] = current
+    gain = np.interp(np.arange(len(wave)), np.arange(frames) * hop + hop / 2, follow / level)
+    return (wave * np.minimum(gain, 1.0)).astype(np.float32)
+
+
 def reverberate(wave: np.ndarray, rir: np.ndarray) -> np.ndarray:
     """`wave` convolved with `rir`, cut to its length, at the input's RMS."""
     from scipy.signal import fftconvolve
@@ -99,6 +117,8 @@ def apply_condition(wave: np.ndarray, sample_rate: int, condition: str, *, seed:
     wave = np.asarray(wave, dtype=np.float32)
     if condition == "vibrato":
         return vibrato(wave, sample_rate, rate_hz=5.5, depth_cents=30.0, tremolo_db=2.0), sample_rate
+    if condition == "soft_attack":
+        return soft_attack(wave, sample_rate, rise_seconds=0.15), sample_rate
     if condition == "room":
         return reverberate(wave, room_bank(sample_rate, 1, TEST_ROOM_SEED, (0.7, 0.7))[0]), sample_rate
     if condition == "rate_44k":

@@ -176,6 +176,30 @@ def test_vibrato_swings_the_pitch_and_the_level_by_what_it_names():
     assert 20 * np.log10(level.max() / level.min()) == pytest.approx(4.0, abs=0.5)  # +-2 dB
 
 
+def _swing_cents(wave: np.ndarray, sr: int, notes_hz: list[float]) -> list[float]:
+    """Per note (one second each), the largest distance of the 10 ms instantaneous pitch from the note."""
+    from scipy.signal import hilbert
+
+    hz = np.diff(np.unwrap(np.angle(hilbert(wave)))) * sr / (2 * np.pi)
+    hz = np.convolve(hz, np.ones(220) / 220, "valid")
+    # the middle of each note: the step between notes is not a swing
+    return [float(np.abs(1200 * np.log2(hz[k * sr + 4000:(k + 1) * sr - 4000] / f)).max()) for k, f in enumerate(notes_hz)]
+
+
+def test_steady_pitch_takes_a_vibrato_out_and_leaves_the_notes():
+    from audiostyle.datasets.recording_conditions import apply_condition
+    from audiostyle.datasets.steady_pitch import steady_pitch
+
+    sr, notes = 22050, [440.0, 493.88, 523.25, 392.0]
+    melody = (0.3 * np.sin(2 * np.pi * np.cumsum(np.repeat(notes, sr)) / sr)).astype(np.float32)
+    swung, _ = apply_condition(melody, sr, "vibrato")
+    assert min(_swing_cents(swung, sr, notes)) > 25  # +-30 cents in
+    steadied = steady_pitch(swung, sr)
+    assert steadied.shape == swung.shape
+    assert max(_swing_cents(steadied, sr, notes)) < 12, _swing_cents(steadied, sr, notes)  # a third or less left
+    assert max(_swing_cents(steady_pitch(melody, sr), sr, notes)) < 5  # a steady melody keeps its notes
+
+
 def test_whitened_content_holds_the_notes_not_the_player(players_root):
     """The content encoder's input of one passage by two sound sets is closer than two passages by one (on
     the demo's players: 0.07-0.12 x whitened, 0.20-0.26 x raw with csound; 0.66-0.81 x whitened, 0.75-0.94 x

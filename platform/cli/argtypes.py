@@ -54,3 +54,10 @@ def worker_count(text: str) -> int | tuple[int, int]:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected N or MIN-MAX (e.g. 4 or 2-4), got {text!r}") from None
+
+
+def add_steady_pitch_option(p: argparse.ArgumentParser) -> None:
+    """--steady-pitch / --no-steady-pitch, shared by `transfer` and `evaluate`."""
+    p.add_argument("--steady-pitch", action=argparse.BooleanOptionalAction, default=None,
+                   help="take the input's vibrato out before transferring it, so that an instrument without "
+                        "vibrato (a piano) does not inherit it (default: as the bundle's model.steady_pitch)")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from audiostyle.platform.cli.argtypes import positive_int
+from audiostyle.platform.cli.argtypes import add_steady_pitch_option, positive_int
 
 # datasets/recording_conditions.CONDITIONS, named here so `--help` imports no numpy (tests/test_cli.py checks
 # the two agree)
-INPUT_CONDITIONS = ("vibrato", "room", "tilt_up", "tilt_down", "hiss", "quiet", "rate_44k")
+INPUT_CONDITIONS = ("vibrato", "soft_attack", "room", "tilt_up", "tilt_down", "hiss", "quiet", "rate_44k")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,8 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-condition", metavar="NAME", default=None,
                    choices=INPUT_CONDITIONS,
                    help="put the inputs through a playing or recording condition first: vibrato (+-30 cents at "
-                        "5.5 Hz), room (RT60 0.7 s), tilt_up / tilt_down (EQ tilt +-6 dB), hiss (30 dB SNR), quiet "
-                        "(-20 dB), rate_44k (arrives at 44.1 kHz)")
+                        "5.5 Hz), soft_attack (rises spread over 150 ms), room (RT60 0.7 s), tilt_up / tilt_down "
+                        "(EQ tilt +-6 dB), hiss (30 dB SNR), quiet (-20 dB), rate_44k (arrives at 44.1 kHz)")
+    add_steady_pitch_option(p)
     p.set_defaults(func=run)
 
 
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate(args.bundle, args.data, out_dir=args.out, instruments=args.instruments,
                        max_pieces=args.max_pieces, device=args.device, f0_method=args.f0,
                        baselines=not args.no_baselines, input_soundfont=args.input_soundfont,
-                       input_condition=args.input_condition)
+                       input_condition=args.input_condition, steady=args.steady_pitch)
     metrics = ["pitch_acc", "chroma_cos", "mr_stft", "harmonicity", "sharpness", "p_target"]
     print(f"{'system':<20}" + "".join(f"{m:>12}" for m in metrics))
     for system, scores in results["summary"].items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from audiostyle.platform.cli.argtypes import non_negative_seconds, positive_seconds
+from audiostyle.platform.cli.argtypes import add_steady_pitch_option, non_negative_seconds, positive_seconds
 
 EPILOG = """examples:
   audiostyle transfer bundles/piano_violin --to violin melody.wav
@@ -37,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("wav", "flac"), default="wav", help="output format (default: wav)")
     p.add_argument("--no-cache", action="store_true",
                    help="decode without the key/value cache (the research's uncached decoding; slower)")
+    add_steady_pitch_option(p)
     p.set_defaults(func=run)
 
 
@@ -52,6 +53,6 @@ def run(args: argparse.Namespace) -> int:
     written = transfer_files(args.bundle, args.inputs, args.to, out_dir=args.out, reference=args.reference,
                              device=args.device, chunk_seconds=args.chunk_seconds,
                              overlap_seconds=args.overlap_seconds, use_cache=not args.no_cache,
-                             out_format=args.format)
+                             out_format=args.format, steady=args.steady_pitch)
     print(f"{len(written)} file(s) written to {args.out}")
     return 0

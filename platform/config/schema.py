@@ -91,6 +91,9 @@ class ModelConfig:
     content_encoder: ComponentSpec
     decoder: ComponentSpec
     discriminator: ComponentSpec
+    # Take a player's vibrato out of the input before transferring it (datasets/steady_pitch.py): a decoder
+    # that filters the input's partials otherwise hands the swing to an instrument that has none.
+    steady_pitch: bool = False
 
     # (attribute, registry kind) pairs: the single place that says which slot takes which kind
     SLOTS: typing.ClassVar[tuple[tuple[str, str], ...]] = (

@@ -303,17 +303,17 @@ def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir:
              instruments: list[str] | None = None, max_pieces: int | None = None, device: str = "cpu",
              f0_method: str = "yin", report: bool = True, progress: bool = True,
              baselines: bool = True, input_soundfont: str | None = None,
-             input_condition: str | None = None) -> dict[str, Any]:
+             input_condition: str | None = None, steady: bool | None = None) -> dict[str, Any]:
     """Evaluate on `<data_root>`'s paired test split; writes results.json (+ index.html) into out_dir.
 
     input_soundfont: take the inputs from the heldout split rendered with that SoundFont (a player the
     model never heard); the targets stay the test split's renderings. input_condition: put the inputs
     through that recording condition first (datasets/recording_conditions.CONDITIONS: a room, an EQ tilt,
-    hiss, 20 dB quieter, 44.1 kHz)."""
+    hiss, 20 dB quieter, 44.1 kHz). steady: take the inputs' vibrato out first (None: as the bundle says)."""
     if input_condition is not None and input_condition not in CONDITIONS:
         raise DataError(f"unknown input condition {input_condition!r}.{did_you_mean(input_condition, CONDITIONS)}"
                         f" Known: {', '.join(CONDITIONS)}")
-    tr = bundle if isinstance(bundle, Transferer) else Transferer(bundle, device)
+    tr = bundle if isinstance(bundle, Transferer) else Transferer(bundle, device, steady=steady)
     sr = tr.sample_rate
     chosen = choose_instruments(tr, data_root, instruments)
     items = load_test_pieces(data_root, chosen, max_pieces)

@@ -26,6 +26,7 @@ import torch
 
 from audiostyle.datasets import audio_io
 from audiostyle.datasets.audio_io import read_input_clip, to_rate_float32, write_audio_atomic
+from audiostyle.datasets.steady_pitch import steady_pitch
 from audiostyle.platform.core.errors import ConfigError, DataError, did_you_mean
 from audiostyle.platform.core.output_paths import check_output_folder
 
@@ -126,7 +127,7 @@ class Transferer:
 
     def __init__(self, bundle: str | Path | None = None, device: str = "cpu", *, chunk_seconds: float | None = None,
                  overlap_seconds: float | None = None, use_cache: bool = True, batch_size: int = 8,
-                 loaded: LoadedBundle | None = None):
+                 loaded: LoadedBundle | None = None, steady: bool | None = None):
         if loaded is None:
             from audiostyle.platform.bundles.load import load_bundle
 
@@ -150,6 +151,8 @@ class Transferer:
         self.overlap = min(int(round(overlap * self.sample_rate)), self.chunk // 2)
         self.use_cache = use_cache
         self.batch_size = batch_size
+        # None: as the bundle's config says (model.steady_pitch); True/False: asked for at transfer time
+        self.steady = bool(self.cfg.model.steady_pitch) if steady is None else steady
 
     @classmethod
     def from_model(cls, model: TimbreTransferModel, cfg: ExperimentConfig, meta: dict[str, Any] | None = None,
@@ -192,6 +195,8 @@ class Transferer:
         if style is None:
             style = self.style_for(to, reference, sr)
         audio = to_rate_float32(np.asarray(audio, dtype=np.float32).reshape(-1), sr, self.sample_rate)
+        if self.steady:
+            audio = steady_pitch(audio, self.sample_rate)  # the whole clip: a vibrato spans chunk edges
 
         def process(chunks: np.ndarray) -> np.ndarray:
             x = torch.from_numpy(chunks).to(self.device)
@@ -206,7 +211,7 @@ def transfer_files(bundle_or_model: str | Path | Transferer, inputs: Sequence[st
                    *, out_dir: str | Path, reference: str | Path | None = None, device: str = "cpu",
                    chunk_seconds: float | None = None, overlap_seconds: float | None = None,
                    use_cache: bool = True, out_format: str = "wav", log: Callable[[str], None] | None = None,
-                   ) -> list[Path]:
+                   steady: bool | None = None) -> list[Path]:
     """Transfer every input file (or folder of them) to `target_instrument`; returns the written paths.
 
     Everything is checked first (output folder, instrument, output names, every file readable and
@@ -216,7 +221,8 @@ def transfer_files(bundle_or_model: str | Path | Transferer, inputs: Sequence[st
     log = log or (lambda s: print(s, file=sys.stderr))
     out_dir = check_output_folder(out_dir, option="-o/--out")  # before the model is even loaded
     tr = bundle_or_model if isinstance(bundle_or_model, Transferer) else Transferer(
-        bundle_or_model, device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds, use_cache=use_cache)
+        bundle_or_model, device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds, use_cache=use_cache,
+        steady=steady)
     tr.check_instrument(target_instrument)
     plan = plan_outputs(inputs, out_dir, target_instrument, f".{out_format}")
     for f, _ in plan:  # decode cost is small next to the model; failing before writing anything matters more

@@ -87,7 +87,8 @@ def train(variant: str, steps: int, data: Path, out: Path, experiment: Path | No
             "bundle": str(bundle)}
 
 
-def evaluate_run(run: dict, data: Path, out: Path, *, inputs: str, condition: str | None, baselines: bool) -> dict:
+def evaluate_run(run: dict, data: Path, out: Path, *, inputs: str, condition: str | None, baselines: bool,
+                 steady: bool | None = None) -> dict:
     """`run` (from `train`) evaluated on inputs from `inputs` ("test" or a held-out sound set) under
     `condition` (None: as rendered); the row's label says which."""
     from audiostyle.platform.evaluation.evaluate import evaluate
@@ -96,7 +97,8 @@ def evaluate_run(run: dict, data: Path, out: Path, *, inputs: str, condition: st
     name = f"{run['variant']}_{run['steps']}_{label}"
     load = os.getloadavg()
     results = evaluate(run["bundle"], data, out_dir=out / "reports" / name, progress=False, baselines=baselines,
-                       input_soundfont=None if inputs == "test" else inputs, input_condition=condition)
+                       input_soundfont=None if inputs == "test" else inputs, input_condition=condition,
+                       steady=steady)
     return {**run, "inputs": label, "load_eval": [round(x, 2) for x in load],
             "report": str(out / "reports" / name / "index.html"), "pairs": results["pairs"],
             "judge": results["classifier"]["checks"], "judge_trained_on": results["classifier"]["trained_on"]}
@@ -133,6 +135,8 @@ def main() -> None:
     parser.add_argument("--conditions", default="", help="recording conditions of the test split's inputs, "
                                                          "comma-separated (room, tilt_up, tilt_down, hiss, quiet, rate_44k)")
     parser.add_argument("--bundle", type=Path, help="evaluate this bundle instead of training")
+    parser.add_argument("--steady-pitch", action=argparse.BooleanOptionalAction, default=None,
+                        help="take the inputs' vibrato out first (default: as each bundle's model.steady_pitch)")
     parser.add_argument("--mr-stft-factor", type=float, default=0.7,
                         help="bar: MR-STFT at most this x the input unchanged (0.7; 0.75 for unseen players)")
     parser.add_argument("--out", type=Path, help="working folder (default: a temporary one)")
@@ -162,7 +166,8 @@ def main() -> None:
     for run in trained:
         for inputs, condition in sources:
             # the baseline depends on the input, so it runs on every source (of the first trained run)
-            runs.append(evaluate_run(run, data, out, inputs=inputs, condition=condition, baselines=run is trained[0]))
+            runs.append(evaluate_run(run, data, out, inputs=inputs, condition=condition, baselines=run is trained[0],
+                                     steady=args.steady_pitch))
             (out / "quality.json").write_text(json.dumps(runs, indent=1))
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPU cores; data {data}")
     for run in trained:
