@@ -254,6 +254,7 @@ def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, n
     sr = tr.sample_rate
     rows, model_seconds, audio_seconds = [], 0.0, 0.0
     bar = tqdm(total=len(items) * len(pairs), desc="evaluate", unit="clip", disable=not progress)
+    kinds = [piece_kind(it.piece_id) for it in items]
     for i, it in enumerate(items):
         for src, tgt in pairs:
             fed, target = (inputs or audio)[i][src], audio[i][tgt]
@@ -266,7 +267,7 @@ def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, n
             files = {"model": f"audio/{it.piece_id}__{src}_to_{tgt}.flac"}
             write_audio_atomic(out / files["model"], y, sr)
             systems = {"model": y, "identity": x, "oracle": target,
-                       "wrong_notes": wrong_notes(audio, i, tgt, [piece_kind(p.piece_id) for p in items])}
+                       "wrong_notes": wrong_notes(audio, i, tgt, kinds)}
             if baseline is not None and baseline.supports(tgt):
                 systems[TRANSCRIBE] = baseline.transfer_array(x, sr, to=tgt)
                 files[TRANSCRIBE] = f"audio/{it.piece_id}__{src}_to_{tgt}__{TRANSCRIBE}.flac"
@@ -283,7 +284,7 @@ def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, n
             if inputs is not None:
                 input_rel = f"audio/{it.piece_id}__{src}__input.flac"
                 write_audio_atomic(out / input_rel, x, sr)
-            rows.append({"piece": it.piece_id, "kind": piece_kind(it.piece_id), "source": src, "target": tgt,
+            rows.append({"piece": it.piece_id, "kind": kinds[i], "source": src, "target": tgt,
                          "scores": scores,
                          "audio": {"input": input_rel, "output": files["model"],
                                    "target": f"audio/{it.piece_id}__{tgt}.flac",
@@ -349,7 +350,9 @@ def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir:
         "metrics": {m: {"higher_is_better": hib, "description": d} for m, (hib, d) in METRICS.items()},
         "classifier": clf_info, "f0_method": f0_method,
         "inputs": (f"heldout split, SoundFont {input_soundfont}" if input_soundfont else "test split")
-                  + (f"; {CONDITIONS[input_condition]}" if input_condition else ""),
+                  + (f"; {CONDITIONS[input_condition]}" if input_condition else "")
+                  + ("; vibrato taken out before transfer (steady pitch)" if tr.steady else ""),
+        "steady_pitch": tr.steady,
         "input_soundfont": input_soundfont, "input_condition": input_condition,
         "pairs": {f"{s}->{t}": aggregate([r for r in rows if (r["source"], r["target"]) == (s, t)]) for s, t in pairs},
         "summary": aggregate(rows),

@@ -127,7 +127,7 @@ def write_report(results: dict[str, Any], out_dir: str | Path, *, max_examples: 
              f"{html.escape(str(prov.get('run')))}, step {html.escape(str(prov.get('step')))}, commit "
              f"<code>{html.escape(str(prov.get('source_commit')))}</code>. Data <code>"
              f"{html.escape(results['data_root'])}</code>, {len(results['pieces'])} test pieces, instruments "
-             f"{html.escape(', '.join(results['instruments']))}. Real-time factor {results['realtime_factor']:.3f} on "
+             f"{html.escape(', '.join(results['instruments']))}; inputs: {html.escape(results.get('inputs', 'test split'))}. Real-time factor {results['realtime_factor']:.3f} on "
              f"{html.escape(results['device'])}.</p>",
              "<p class='note'>Systems: " + "; ".join(f"<b>{html.escape(k)}</b> = {html.escape(v)}"
                                                      for k, v in results["systems"].items()) + ". Green baseline "
