@@ -35,7 +35,8 @@ class InstrumentSpec:
     low: int
     high: int
     # Other programs of the same instrument family that players use (a bright or electric grand beside the
-    # grand piano, the fiddle beside the violin): more players per instrument, as SS-VQ-VAE and Slakh do.
+    # grand piano; the fiddle, a viola and a string section beside the violin): more players per instrument,
+    # as SS-VQ-VAE and Slakh do. They play pairs' inputs only; targets stay the main program.
     family: tuple[int, ...] = ()
 
     @property
@@ -54,7 +55,7 @@ INSTRUMENTS: dict[str, InstrumentSpec] = {
         InstrumentSpec("harpsichord", 6, 41, 89),
         InstrumentSpec("vibraphone", 11, 53, 89),
         InstrumentSpec("guitar", 24, 40, 83),  # nylon-string; sounds an octave below written
-        InstrumentSpec("violin", 40, 55, 96, family=(110,)),
+        InstrumentSpec("violin", 40, 55, 96, family=(110, 41, 48)),  # fiddle, viola, string ensemble: bowed strings
         InstrumentSpec("viola", 41, 48, 84),
         InstrumentSpec("cello", 42, 36, 76),
         InstrumentSpec("harp", 46, 36, 96),
