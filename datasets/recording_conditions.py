@@ -11,8 +11,9 @@ Rooms are image-source impulse responses from pyroomacoustics (MIT; shoebox room
 that gives the RT60 asked for, by Sabine's formula); EQ, hiss and gain are audiomentations' transforms
 (MIT). Vibrato is a delay line read at a swinging position (no library offers it under a licence that
 fits): SoundFont strings mostly play without it, every violinist plays with it, and a model that never
-heard it reads each swing of the level and the partials as a new note. An impulse response costs about half a second to compute, so each augmenter computes a small bank
-of rooms once and convolves with them (scipy's FFT convolution, a few ms per clip).
+heard it reads each swing of the level and the partials as a new note. An impulse response costs about
+half a second to compute, so each augmenter computes a small bank of rooms once and convolves with them
+(scipy's FFT convolution, a few ms per clip).
 """
 
 from __future__ import annotations

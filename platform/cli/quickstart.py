@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from audiostyle.platform.bundles.export import export_bundle
     from audiostyle.platform.checking.checked_load import load_checked_experiment as load_experiment
     from audiostyle.platform.checkpoints.index import best_checkpoint
+    from audiostyle.platform.cli.submit import run_option_overrides
     from audiostyle.platform.core.errors import ConfigError
     from audiostyle.platform.core.output_paths import check_output_folder
     from audiostyle.platform.data.prepare import prepare_demo
@@ -70,8 +71,7 @@ def run(args: argparse.Namespace) -> int:
     data_root, out = Path(args.data).resolve(), Path(args.out).resolve()
     check_output_folder(data_root, option="--data")
     check_output_folder(out)
-    workers = [f"scaling.num_workers={args.workers}"] if args.workers is not None else []
-    cfg = load_experiment(args.experiment, [f"data.root={data_root}", *args.overrides, *workers])
+    cfg = load_experiment(args.experiment, [f"data.root={data_root}", *args.overrides, *run_option_overrides(args)])
     source, target = cfg.instrument_names[0], cfg.instrument_names[1]
 
     _step("1/5 render demo instruments", f"audiostyle data demo --out {args.data} --instruments {','.join(cfg.instrument_names)}")

@@ -24,7 +24,7 @@ from typing import Any
 
 from audiostyle.platform.config.dotted_paths import COMMAND_LINE, get_path, schema_has_path, set_path
 from audiostyle.platform.config.safe_yaml import YamlSyntaxError, load_yaml_text
-from audiostyle.platform.config.schema import ExperimentConfig, ModelConfig, parse_experiment
+from audiostyle.platform.config.schema import ExperimentConfig, ModelConfig, parse_experiment, to_dict
 from audiostyle.platform.core.errors import ConfigError, did_you_mean
 from audiostyle.platform.core.locations import is_url
 from audiostyle.platform.core.registry import COMPONENT_KEY, validate_spec
@@ -292,8 +292,6 @@ def load_experiment(path: str | Path, overrides: Iterable[str] = ()) -> Experime
 def with_settings(cfg: ExperimentConfig, settings: Mapping[str, Any]) -> ExperimentConfig:
     """`cfg` with the fields named by dotted path set to typed values ({"run.name": "best"}), checked as a
     load checks them and local paths pinned: how a program holding a config sets where and how it runs."""
-    from audiostyle.platform.config.schema import to_dict
-
     data = to_dict(cfg)
     for dotted, value in settings.items():
         set_path(data, dotted, value, create=schema_has_path(dotted))
