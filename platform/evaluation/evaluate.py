@@ -18,6 +18,7 @@ score_pairs, aggregate.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -239,6 +240,20 @@ def baseline_systems(sample_rate: int, instruments: list[str]) -> tuple[Any, str
     return (None, reason) if reason else (TranscribeRerender(sample_rate), None)
 
 
+class TranscriptionMemo:
+    """Basic Pitch's notes of a clip, transcribed once per distinct clip: a test rendering is the oracle of
+    its own rows, the wrong notes of others' and, without other inputs, the input of the reverse pair."""
+
+    def __init__(self) -> None:
+        self._notes: dict[tuple[int, str], list[dict]] = {}
+
+    def __call__(self, clip: np.ndarray, sr: int) -> list[dict]:
+        key = (sr, hashlib.sha1(np.ascontiguousarray(clip, dtype=np.float32).tobytes()).hexdigest())
+        if key not in self._notes:
+            self._notes[key] = transcribe(clip, sr)
+        return self._notes[key]
+
+
 def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, np.ndarray]],
                 pairs: list[tuple[str, str]], clf: TimbreClassifier, out: Path, *, f0_method: str,
                 progress: bool, baseline: Any = None, inputs: list[dict[str, np.ndarray]] | None = None,
@@ -255,6 +270,7 @@ def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, n
     rows, model_seconds, audio_seconds = [], 0.0, 0.0
     bar = tqdm(total=len(items) * len(pairs), desc="evaluate", unit="clip", disable=not progress)
     kinds = [piece_kind(it.piece_id) for it in items]
+    heard = TranscriptionMemo()
     for i, it in enumerate(items):
         for src, tgt in pairs:
             fed, target = (inputs or audio)[i][src], audio[i][tgt]
@@ -269,7 +285,7 @@ def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, n
             systems = {"model": y, "identity": x, "oracle": target,
                        "wrong_notes": wrong_notes(audio, i, tgt, kinds)}
             if baseline is not None and baseline.supports(tgt):
-                systems[TRANSCRIBE] = baseline.transfer_array(x, sr, to=tgt)
+                systems[TRANSCRIBE] = baseline.transfer_array(x, sr, to=tgt, notes=heard(x, sr))
                 files[TRANSCRIBE] = f"audio/{it.piece_id}__{src}_to_{tgt}__{TRANSCRIBE}.flac"
                 write_audio_atomic(out / files[TRANSCRIBE], systems[TRANSCRIBE], sr)
             scores = {}
@@ -277,7 +293,7 @@ def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, n
                 s = content_and_fidelity(clip, x, target, sr, it.notes, f0_method=f0_method)
                 s["p_target"] = clf.probabilities(clip, sr)[tgt]
                 # Basic Pitch hears every voice; it is loaded only with the baseline that runs it anyway
-                s["note_f1"] = note_f1(transcribe(clip, sr), it.notes) if baseline is not None and it.notes \
+                s["note_f1"] = note_f1(heard(clip, sr), it.notes) if baseline is not None and it.notes \
                     else float("nan")
                 scores[system] = s
             input_rel = f"audio/{it.piece_id}__{src}.flac"

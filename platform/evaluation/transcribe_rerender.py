@@ -94,13 +94,14 @@ class TranscribeRerender:
 
         return instrument in INSTRUMENTS
 
-    def transfer_array(self, audio: np.ndarray, sr: int, to: str) -> np.ndarray:
-        """The input's transcribed notes played by `to`, at `self.sample_rate`, as long as the input, at the
-        loudness instrument datasets are normalized to (as the paired targets are)."""
+    def transfer_array(self, audio: np.ndarray, sr: int, to: str, *, notes: list[dict] | None = None) -> np.ndarray:
+        """The input's transcribed notes (`notes`, when the caller has them already) played by `to`, at
+        `self.sample_rate`, as long as the input, at the loudness instrument datasets are normalized to (as
+        the paired targets are)."""
         from audiostyle.datasets import audio_io
         from audiostyle.datasets.soundfonts import instrument_spec
 
-        notes = transcribe(audio, sr)
+        notes = transcribe(audio, sr) if notes is None else notes
         length = int(round(len(audio) * self.sample_rate / sr))
         if not notes:
             return np.zeros(length, dtype=np.float32)
