@@ -95,6 +95,12 @@ def is_chord_passage(piece_id: str) -> bool:
     return piece_id.startswith(_CHORDS_PREFIX)
 
 
+def passage_kind(piece_id: str) -> str:
+    """"chords" for a chord passage (every voice of a chorale), else "melodies": how evaluation and the
+    timbre judge group pieces."""
+    return "chords" if is_chord_passage(piece_id) else "melodies"
+
+
 def split_key(piece_id: str) -> str:
     """The id a piece's split is drawn from: a chord passage's is its chorale's."""
     if is_chord_passage(piece_id):

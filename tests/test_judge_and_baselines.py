@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from audiostyle.datasets.demo_scores import passage_kind
 from audiostyle.platform.evaluation import degradations
 from audiostyle.platform.evaluation.metrics import (
     content_and_fidelity,
@@ -26,13 +27,13 @@ def items(demo_root):
 
 @pytest.fixture(scope="module")
 def judge(demo_root, items):
-    from audiostyle.platform.evaluation.evaluate import train_timbre_classifier
+    from audiostyle.platform.evaluation.judge import train_timbre_classifier
 
     return train_timbre_classifier(demo_root, INSTRUMENTS, items[0].sample_rate)
 
 
 def test_judge_gives_degraded_targets_a_low_probability_and_the_renderings_a_high_one(judge, items):
-    from audiostyle.platform.evaluation.evaluate import judge_checks
+    from audiostyle.platform.evaluation.judge import judge_checks
 
     clf, info = judge
     sr = items[0].sample_rate
@@ -46,6 +47,25 @@ def test_judge_gives_degraded_targets_a_low_probability_and_the_renderings_a_hig
     assert checks["trusted"] == (p["oracle"] >= 0.9 and p["identity"] <= 0.2
                                  and all(p[k] < 0.3 for k in degradations.CHECKS))
     assert "heldout" in info["trained_on"] or info["note"], "without a held-out SoundFont the report must say so"
+
+
+def test_the_judge_hears_chords_as_often_as_the_data_holds_them(tmp_path):
+    """The judge's windows are drawn from all of a sound set's passages, not its first minutes: the shards
+    hold the melodies first, and a judge taught on those alone never heard a chord."""
+    from audiostyle.datasets.manifest import iter_segments
+    from audiostyle.datasets.paired import piece_id_of
+    from audiostyle.platform.data.prepare import prepare_demo
+    from audiostyle.platform.evaluation.judge import train_timbre_classifier
+
+    root = tmp_path / "demo"
+    prepare_demo(root, ("piano", "violin"), seconds_per_instrument=80, seed=0, chords=0.5)
+    kinds = [passage_kind(piece_id_of(str(seg.record["recording_id"]))) for split in ("train", "val")
+             for seg in iter_segments(root / "piano", split)]
+    first = kinds[: max(1, len(kinds) // 4)]
+    assert "chords" in kinds and "chords" not in first  # what drawing in shard order would have taken
+    _, info = train_timbre_classifier(root, ["piano", "violin"], 22050, max_seconds=30)
+    by_kind = info["seconds_by_kind"]
+    assert by_kind.get("chords", 0) > 0.2 * sum(by_kind.values()), by_kind
 
 
 def test_sharpness_measures_tell_notes_from_smears_and_noise(items):
