@@ -71,7 +71,7 @@ def test_baselines_order_identity_perfect_wrong_notes_low(paired):
 
 
 def test_timbre_classifier_tells_instruments_apart_on_unseen_pieces(demo_root, paired):
-    from audiostyle.platform.evaluation.evaluate import train_timbre_classifier
+    from audiostyle.platform.evaluation.judge import train_timbre_classifier
 
     sr = paired[0].sample_rate
     clf, info = train_timbre_classifier(demo_root, ["piano", "violin"], sr, max_seconds=60)
@@ -167,3 +167,36 @@ def test_evaluate_reports_melodies_and_chords_apart_and_counts_every_voice(tiny_
     assert chords["identity"]["note_f1"] > 0.6  # the input's own notes, heard through Basic Pitch
     html = (tmp_path / "eval" / "index.html").read_text()
     assert "<h2>Chords</h2>" in html and "<h2>Melodies</h2>" in html and "The timbre judge on chords" in html
+
+
+def test_an_instrument_known_from_recordings_alone_is_evaluated_without_a_paired_target(tiny_config, demo_root,
+                                                                                       tmp_path):
+    """The bundle knows cello from its recordings only (the data evaluated holds piano and violin): the test
+    pieces are transferred to it and scored on what needs no paired target, the judge learns it from its
+    recordings and is checked on its test recordings, and the report says so."""
+    from audiostyle.platform.evaluation.evaluate import evaluate
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("piano", "violin", "notes"):
+        (data / name).symlink_to(demo_root / name)
+    cfg = tiny_config(f"data.root={data}", f'instruments=[{{name: piano, data: "{data}/piano"}}, '
+                                           f'{{name: violin, data: "{data}/violin"}}, '
+                                           f'{{name: cello, data: "{demo_root}/cello"}}]')
+    bundle = _export_tiny_bundle(cfg, tmp_path / "runs", tmp_path / "bundle", data)
+    results = evaluate(bundle, data, out_dir=tmp_path / "eval", max_pieces=1, progress=False)
+
+    assert set(results["pairs"]) == {"piano->violin", "violin->piano", "piano->cello", "violin->cello"}
+    assert results["recording_targets"] == {"cello": str(demo_root / "cello")}
+    to_cello = [r for r in results["items"] if r["target"] == "cello"]
+    assert to_cello and all(set(r["scores"]) == {"model", "identity"} and "target" not in r["audio"]
+                            for r in to_cello)
+    block = results["pairs"]["piano->cello"]
+    assert block["identity"]["pitch_acc"] == 1.0 and block["model"]["mr_stft"] is None
+    assert 0.0 <= block["model"]["p_target"] <= 1.0
+    assert results["classifier"]["windows"]["cello"] > 0 and "cello: its own recordings" in results["classifier"]["trained_on"]
+    # the judge knows the cello from its recordings: its test recordings are heard as cello, the piano is not
+    assert block["identity"]["p_target"] < 0.3
+    assert any("cello is known from its recordings alone" in n for n in results["notes"])
+    html = (tmp_path / "eval" / "index.html").read_text()
+    assert "<h2>piano &rarr; cello</h2>" in html

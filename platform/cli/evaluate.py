@@ -20,7 +20,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "P(target instrument) from a timbre judge trained on held-out SoundFonts (checked first on "
                     "the same pieces: the oracle, the input unchanged and degraded targets), and the research's "
                     "own metrics; each beside 'transcribe and re-render' (Basic Pitch), 'input unchanged', "
-                    "'right instrument, wrong notes' and the oracle. Writes results.json and index.html "
+                    "'right instrument, wrong notes' and the oracle. An instrument of the bundle known from "
+                    "recordings alone (its folder from `data add`, not in DATA) is a target too: scored on "
+                    "content against the input and P(target) from a judge that learns it from those "
+                    "recordings (no paired target, so no MR-STFT). Writes results.json and index.html "
                     "(spectrograms, audio players) into OUT.")
     p.add_argument("bundle", metavar="BUNDLE", help="bundle folder from `audiostyle checkpoints export`")
     p.add_argument("data", metavar="DATA", help="data root holding <instrument>/ shards and notes/ (e.g. data/demo)")

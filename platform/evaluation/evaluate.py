@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audiostyle.datasets.audio_io import to_rate_float32, write_audio_atomic
-from audiostyle.datasets.demo_scores import is_chord_passage
+from audiostyle.datasets.demo_scores import passage_kind
 from audiostyle.datasets.manifest import MANIFEST_NAME
 from audiostyle.datasets.recording_conditions import CONDITIONS
 from audiostyle.platform.core.atomic_files import write_json_atomic
 from audiostyle.platform.core.errors import DataError, did_you_mean
 from audiostyle.platform.evaluation.classifier import TimbreClassifier
-from audiostyle.platform.evaluation.degradations import CHECKS
+from audiostyle.platform.evaluation.judge import judge_checks, train_timbre_classifier
 from audiostyle.platform.evaluation.metrics import METRICS, content_and_fidelity, note_f1
 from audiostyle.platform.evaluation.transcribe_rerender import DESCRIPTION as TRANSCRIBE_DESCRIPTION
 from audiostyle.platform.evaluation.transcribe_rerender import SYSTEM as TRANSCRIBE
@@ -47,104 +47,6 @@ SYSTEM_DESCRIPTIONS = {"model": "the bundle's transfer", TRANSCRIBE: TRANSCRIBE_
                        "identity": "input unchanged",
                        "wrong_notes": "right instrument, wrong notes (target rendering of another test piece)",
                        "oracle": "paired target rendering (same notes, target instrument)"}
-CLASSIFIER_SECONDS = 600.0  # per instrument and SoundFont: 300 windows of 2 s
-# The judge's trust thresholds on the test pieces (issue #13): P(target) of the oracle, of the input
-# unchanged, and of every degraded target.
-TRUST = {"oracle_min": 0.9, "identity_max": 0.2, "degraded_max": 0.3}
-
-
-def _judge_clips(data_root: Path, instruments: list[str], splits: tuple[str, ...], max_seconds: float,
-                 skip_pieces: set[str], skip_sets: frozenset[str] = frozenset()
-                 ) -> tuple[list[np.ndarray], list[str], dict[str, float]]:
-    """Audio of `splits` per instrument, at most `max_seconds` per (instrument, sound set), leaving out
-    recordings of `skip_pieces` and of the sound sets `skip_sets`; also the seconds taken per sound set."""
-    from audiostyle.datasets.manifest import iter_split_audio
-    from audiostyle.datasets.paired import piece_id_of, sound_set_of
-    from audiostyle.datasets.soundfonts import TRAINING_SOUNDFONT
-
-    clips, labels, seconds = [], [], {}
-    for name in instruments:
-        taken: dict[str, float] = {}
-        for split in splits:
-            for _, audio, sr, record in iter_split_audio(data_root / name, split):
-                rid = str(record.get("recording_id", ""))
-                tag = sound_set_of(rid, TRAINING_SOUNDFONT)
-                if piece_id_of(rid) in skip_pieces or tag in skip_sets or taken.get(tag, 0.0) >= max_seconds:
-                    continue
-                clips.append((audio, sr))
-                labels.append(name)
-                taken[tag] = taken.get(tag, 0.0) + len(audio) / sr
-        for tag, s in taken.items():
-            seconds[tag] = seconds.get(tag, 0.0) + s
-    return clips, labels, seconds
-
-
-def train_timbre_classifier(data_root: str | Path, instruments: list[str], sample_rate: int,
-                            *, max_seconds: float = CLASSIFIER_SECONDS) -> tuple[TimbreClassifier, dict[str, Any]]:
-    """Fit the judge on SoundFonts other than the test split's when the data has them.
-
-    The demo's `heldout` split renders every piece with each held-out SoundFont; its train and val pieces
-    (never the test pieces) teach the judge, beside the train and val pieces of the other players when the
-    demo was rendered with several (`--players`; never the reference set's, which plays the test split
-    and every paired target). Without a held-out set, the train and val splits (other pieces, same
-    SoundFont) are used, and the report says that P(target) then measures closeness to that sample set.
-    """
-    from audiostyle.datasets.manifest import read_manifest
-    from audiostyle.datasets.paired import heldout_soundfonts
-    from audiostyle.datasets.soundfonts import TRAINING_SOUNDFONT
-
-    root = Path(data_root)
-    test_pieces = {rid for name in instruments
-                   for rid, split in read_manifest(root / name).get("recordings", {}).items() if split == "test"}
-    heldout_sets = {s for name in instruments for s in heldout_soundfonts(root / name)}
-    try:
-        clips, labels, seconds = _judge_clips(root, instruments, ("heldout", "train", "val"), max_seconds,
-                                              test_pieces, frozenset({TRAINING_SOUNDFONT}))
-        if not heldout_sets & set(seconds):
-            raise DataError("no held-out sound set")  # the other players alone would not make a strict judge
-        source = (f"heldout split and other players: SoundFonts {', '.join(sorted(seconds))} (never the test "
-                  "pieces, never the test split's SoundFont)")
-        note = ""
-    except DataError:
-        clips, labels, seconds = _judge_clips(root, instruments, ("train", "val"), max_seconds, test_pieces)
-        source = "train + val splits (other pieces, same SoundFont as the test split)"
-        note = ("No held-out SoundFont in the data: P(target) measures closeness to the test SoundFont's samples, "
-                "not instrument identity in general. `apt-get install fluid-soundfont-gm csound-soundfont` and "
-                "re-render the demo for a stricter judge.")
-    clf = TimbreClassifier(instruments).fit([to_rate_float32(a, sr, sample_rate) for a, sr in clips], labels,
-                                            sample_rate)
-    return clf, {"trained_on": source, "seconds": {k: round(v, 1) for k, v in seconds.items()},
-                 "windows": clf.training_windows, "note": note}
-
-
-def judge_checks(clf: TimbreClassifier, items: list[PairedItem], audio: list[dict[str, np.ndarray]],
-                 sr: int, seed: int = 0) -> dict[str, Any]:
-    """P(instrument) of each test piece's renderings, of the other instruments' (the input unchanged),
-    and of degraded versions (degradations.CHECKS); averaged, with the TRUST verdict."""
-    rng = np.random.default_rng(seed)
-    scores: dict[str, list[float]] = {"oracle": [], "identity": [], **{k: [] for k in CHECKS}}
-    for clips in audio:
-        for name, clip in clips.items():
-            scores["oracle"].append(clf.probabilities(clip, sr)[name])
-            scores["identity"] += [clf.probabilities(other, sr)[name] for o, other in clips.items() if o != name]
-            for key, (_, degrade) in CHECKS.items():
-                scores[key].append(clf.probabilities(degrade(clip, sr, rng), sr)[name])
-    means = {k: float(np.mean(v)) for k, v in scores.items() if v}
-    failed = []
-    if means["oracle"] < TRUST["oracle_min"]:
-        failed.append(f"oracle {means['oracle']:.2f} < {TRUST['oracle_min']}")
-    if means.get("identity", 0.0) > TRUST["identity_max"]:
-        failed.append(f"input unchanged {means['identity']:.2f} > {TRUST['identity_max']}")
-    failed += [f"{k} {means[k]:.2f} >= {TRUST['degraded_max']}" for k in CHECKS if means[k] >= TRUST["degraded_max"]]
-    return {"p_instrument": means, "descriptions": {"oracle": "the paired rendering itself",
-                                                    "identity": "another instrument's rendering",
-                                                    **{k: d for k, (d, _) in CHECKS.items()}},
-            "thresholds": TRUST, "trusted": not failed, "failed": failed, "pieces": len(items)}
-
-
-def piece_kind(piece_id: str) -> str:
-    """"chords" for a chord passage (every voice of a chorale), else "melodies"."""
-    return "chords" if is_chord_passage(piece_id) else "melodies"
 
 
 def wrong_notes(audio: list[dict[str, np.ndarray]], i: int, instrument: str,
@@ -176,6 +78,35 @@ def choose_instruments(tr: Transferer, data_root: str | Path, instruments: list[
         raise DataError(f"{data_root}: the test data holds {len(chosen)} of the bundle's instruments "
                         f"({', '.join(tr.instruments)}); evaluation needs two to transfer between")
     return chosen
+
+
+def recording_targets(tr: Transferer, data_root: str | Path, instruments: list[str] | None) -> dict[str, Path]:
+    """The bundle's instruments that `data_root` holds no renderings of but whose own recordings (the
+    folder the bundle trained on, e.g. from `data add`) are on this machine: name -> folder. Evaluation
+    transfers the test pieces to them and scores what needs no paired target (P(target) from a judge that
+    learns them from their recordings, content against the input)."""
+    found = {}
+    for inst in tr.cfg.instruments:
+        held = (Path(data_root) / inst.name / MANIFEST_NAME).exists()
+        if not held and (instruments is None or inst.name in instruments) \
+                and (Path(inst.data) / MANIFEST_NAME).is_file():
+            found[inst.name] = Path(inst.data)
+    return found
+
+
+def recordings_test_clips(folders: dict[str, Path], sr: int, count: int) -> dict[str, list[np.ndarray]]:
+    """`count` test clips per instrument folder (its test split, else its val split), cycled when it has fewer."""
+    from audiostyle.datasets.manifest import iter_split_audio
+
+    clips = {}
+    for name, folder in folders.items():
+        found = [to_rate_float32(a, r, sr) for _, a, r, _ in iter_split_audio(folder, "test")] or \
+                [to_rate_float32(a, r, sr) for _, a, r, _ in iter_split_audio(folder, "val")]
+        if not found:
+            raise DataError(f"{folder}: no test or val recordings to check the timbre judge on; re-add it with "
+                            "`audiostyle data add` and a --split that keeps some")
+        clips[name] = [found[i % len(found)] for i in range(count)]
+    return clips
 
 
 def load_test_pieces(data_root: str | Path, instruments: list[str], max_pieces: int | None) -> list[PairedItem]:
@@ -269,11 +200,11 @@ def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, n
     sr = tr.sample_rate
     rows, model_seconds, audio_seconds = [], 0.0, 0.0
     bar = tqdm(total=len(items) * len(pairs), desc="evaluate", unit="clip", disable=not progress)
-    kinds = [piece_kind(it.piece_id) for it in items]
+    kinds = [passage_kind(it.piece_id) for it in items]
     heard = TranscriptionMemo()
     for i, it in enumerate(items):
         for src, tgt in pairs:
-            fed, target = (inputs or audio)[i][src], audio[i][tgt]
+            fed, target = (inputs or audio)[i][src], audio[i].get(tgt)  # None: known from recordings alone
             rate = input_rate or sr
             x = fed if rate == sr else to_rate_float32(fed, rate, sr)
             t0 = time.perf_counter()
@@ -282,9 +213,10 @@ def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, n
             audio_seconds += len(x) / sr
             files = {"model": f"audio/{it.piece_id}__{src}_to_{tgt}.flac"}
             write_audio_atomic(out / files["model"], y, sr)
-            systems = {"model": y, "identity": x, "oracle": target,
-                       "wrong_notes": wrong_notes(audio, i, tgt, kinds)}
-            if baseline is not None and baseline.supports(tgt):
+            systems = {"model": y, "identity": x}
+            if target is not None:
+                systems.update(oracle=target, wrong_notes=wrong_notes(audio, i, tgt, kinds))
+            if baseline is not None and target is not None and baseline.supports(tgt):
                 systems[TRANSCRIBE] = baseline.transfer_array(x, sr, to=tgt, notes=heard(x, sr))
                 files[TRANSCRIBE] = f"audio/{it.piece_id}__{src}_to_{tgt}__{TRANSCRIBE}.flac"
                 write_audio_atomic(out / files[TRANSCRIBE], systems[TRANSCRIBE], sr)
@@ -303,7 +235,7 @@ def score_pairs(tr: Transferer, items: list[PairedItem], audio: list[dict[str, n
             rows.append({"piece": it.piece_id, "kind": kinds[i], "source": src, "target": tgt,
                          "scores": scores,
                          "audio": {"input": input_rel, "output": files["model"],
-                                   "target": f"audio/{it.piece_id}__{tgt}.flac",
+                                   **({"target": f"audio/{it.piece_id}__{tgt}.flac"} if target is not None else {}),
                                    **({"baseline": files[TRANSCRIBE]} if TRANSCRIBE in files else {})}})
             bar.update(1)
     bar.close()
@@ -332,29 +264,33 @@ def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir:
                         f" Known: {', '.join(CONDITIONS)}")
     tr = bundle if isinstance(bundle, Transferer) else Transferer(bundle, device, steady=steady)
     sr = tr.sample_rate
-    chosen = choose_instruments(tr, data_root, instruments)
+    recorded = recording_targets(tr, data_root, instruments)
+    chosen = choose_instruments(tr, data_root, [n for n in instruments if n not in recorded] if instruments else None)
     items = load_test_pieces(data_root, chosen, max_pieces)
     out = Path(out_dir)
     (out / "audio").mkdir(parents=True, exist_ok=True)
-    clf, clf_info = train_timbre_classifier(data_root, chosen, sr)
+    clf, clf_info = train_timbre_classifier(data_root, chosen, sr, recordings=recorded)
 
     audio = [{k: to_rate_float32(v, it.sample_rate, sr) for k, v in it.audio.items()} for it in items]
     for it, clips in zip(items, audio):
         for name, clip in clips.items():
             write_audio_atomic(out / "audio" / f"{it.piece_id}__{name}.flac", clip, sr)
-    clf_info["checks"] = judge_checks(clf, items, audio, sr)
-    kinds = sorted({piece_kind(it.piece_id) for it in items})
+    # the judge is checked on the recorded instruments too: their own test recordings beside each piece
+    own = recordings_test_clips(recorded, sr, len(items))
+    judged = [{**clips, **{name: own[name][i] for name in own}} for i, clips in enumerate(audio)]
+    clf_info["checks"] = judge_checks(clf, items, judged, sr)
+    kinds = sorted({passage_kind(it.piece_id) for it in items})
     if len(kinds) > 1:  # the judge earns trust on chords and on melodies apart
         clf_info["checks_by_kind"] = {
-            kind: judge_checks(clf, [it for it in items if piece_kind(it.piece_id) == kind],
-                               [a for it, a in zip(items, audio) if piece_kind(it.piece_id) == kind], sr)
+            kind: judge_checks(clf, [it for it in items if passage_kind(it.piece_id) == kind],
+                               [a for it, a in zip(items, judged) if passage_kind(it.piece_id) == kind], sr)
             for kind in kinds}
     baseline, baseline_note = baseline_systems(sr, chosen) if baselines else (None, "not requested (--no-baselines)")
     inputs = heldout_inputs(data_root, chosen, items, input_soundfont, sr) if input_soundfont else None
     input_rate = None
     if input_condition is not None:
         inputs, input_rate = conditioned_inputs(inputs or audio, sr, input_condition)
-    pairs = [(s, t) for s in chosen for t in chosen if s != t]
+    pairs = [(s, t) for s in chosen for t in [*chosen, *recorded] if s != t]
     rows, model_seconds, audio_seconds = score_pairs(tr, items, audio, pairs, clf, out, f0_method=f0_method,
                                                      progress=progress, baseline=baseline, inputs=inputs,
                                                      input_rate=input_rate)
@@ -362,6 +298,7 @@ def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir:
         "bundle": "(in memory)" if isinstance(bundle, Transferer) else str(bundle),
         "provenance": tr.meta.get("provenance", {}), "data_root": str(data_root), "sample_rate": sr,
         "instruments": chosen, "pieces": [it.piece_id for it in items],
+        "recording_targets": {name: str(folder) for name, folder in recorded.items()},
         "systems": {k: v for k, v in SYSTEM_DESCRIPTIONS.items() if k != TRANSCRIBE or baseline is not None},
         "metrics": {m: {"higher_is_better": hib, "description": d} for m, (hib, d) in METRICS.items()},
         "classifier": clf_info, "f0_method": f0_method,
@@ -380,6 +317,10 @@ def evaluate(bundle: str | Path | Transferer, data_root: str | Path, *, out_dir:
     }
     if baseline_note:
         results["notes"].append(f"{TRANSCRIBE} is missing: {baseline_note}")
+    for name, folder in recorded.items():
+        results["notes"].append(f"{name} is known from its recordings alone ({folder}): the test pieces are "
+                                "transferred to it and scored without a paired target (no MR-STFT, oracle or wrong "
+                                "notes); P(target) tells how close to those recordings the output sounds")
     if not clf_info["checks"]["trusted"]:
         results["notes"].append("the timbre judge failed its checks on these pieces ("
                                 + "; ".join(clf_info["checks"]["failed"]) + "): do not trust p_target")

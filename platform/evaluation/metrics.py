@@ -255,21 +255,23 @@ METRICS: dict[str, tuple[bool, str]] = {
 }
 
 
-def content_and_fidelity(output: np.ndarray, source: np.ndarray, target: np.ndarray, sr: int,
+def content_and_fidelity(output: np.ndarray, source: np.ndarray, target: np.ndarray | None, sr: int,
                          notes: list[dict] | None = None, *, f0_method: str = "yin") -> dict[str, float]:
     """All audio-only metrics of METRICS except p_target, for one output clip.
 
     `source` is the transfer's input (content reference), `target` the paired rendering of the same
-    notes on the target instrument; `notes` gives the onsets (when None, the input's detected onsets).
+    notes on the target instrument (None for an instrument known from recordings alone: the metrics
+    against it are NaN); `notes` gives the onsets (when None, the input's detected onsets).
     """
     ref_onsets = note_onsets(notes) if notes else detect_onsets(source, sr)
+    nan = float("nan")
     return {
         "pitch_acc": pitch_accuracy(output, source, sr, method=f0_method),
         "chroma_cos": chroma_cosine(output, source, sr),
         "onset_f1": onset_f1(detect_onsets(output, sr), ref_onsets),
-        "mr_stft": mr_stft_distance(output, target),
-        "harmonicity": _ratio(partial_prominence(output, sr), partial_prominence(target, sr)),
-        "sharpness": _ratio(onset_contrast(output, sr), onset_contrast(target, sr)),
+        "mr_stft": nan if target is None else mr_stft_distance(output, target),
+        "harmonicity": nan if target is None else _ratio(partial_prominence(output, sr), partial_prominence(target, sr)),
+        "sharpness": nan if target is None else _ratio(onset_contrast(output, sr), onset_contrast(target, sr)),
         "research_onset_f1": research_onset_f1(output, source, sr),
         "research_pitch_corr": research_pitch_correlation(output, source, sr),
         "research_chroma_sim": research_chroma_similarity(output, source, sr),

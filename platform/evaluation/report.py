@@ -171,7 +171,8 @@ def write_report(results: dict[str, Any], out_dir: str | Path, *, max_examples: 
             f"<img src='{html.escape(png)}' alt='spectrograms of input, output and target'>"
             "<div class='players'>" + _player("input", item["audio"]["input"]) + _player("output", item["audio"]["output"])
             + (_player("transcribe + re-render", item["audio"]["baseline"]) if "baseline" in item["audio"] else "")
-            + _player("target rendering", item["audio"]["target"]) + "</div></div>")
+            + (_player("target rendering", item["audio"]["target"]) if "target" in item["audio"] else "")
+            + "</div></div>")
     if len(results["items"]) > max_examples:
         parts.append(f"<p class='note'>{len(results['items']) - max_examples} more clips in results.json and audio/.</p>")
     parts.append("</body></html>")
