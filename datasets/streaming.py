@@ -256,18 +256,24 @@ def make_loader(cfg: ExperimentConfig, split: str, *, seed: int, rank: int = 0,
 
 
 def pair_source(cfg: ExperimentConfig, split: str) -> PairSource:
-    """The pairs of `split` for the experiment's instruments; ConfigError/DataError naming data.pairs when
-    the paired dataset does not fit the experiment."""
-    location = cfg.data.pairs
-    manifest = read_pair_manifest(location)
-    if int(manifest["sample_rate"]) != cfg.data.sample_rate:
-        raise DataError(f"{location}/manifest.json: pairs are at {manifest['sample_rate']} Hz but data.sample_rate "
-                        f"is {cfg.data.sample_rate}; render the demo at that rate or change data.sample_rate")
-    labels = {name: i for i, name in enumerate(cfg.instrument_names) if name in manifest["instruments"]}
-    if len(labels) < 2:
-        raise ConfigError(f"{location} pairs {', '.join(manifest['instruments'])}, which includes "
-                          f"{len(labels)} of the experiment's instruments ({', '.join(cfg.instrument_names)}); "
-                          "pairs need two of them", path="data.pairs",
-                          hint="render every instrument of the experiment in one `audiostyle data demo "
-                               "--instruments a,b,c` call, which pairs them all")
-    return PairSource(shard_urls(location, manifest, split), labels, cfg.data.pair_batch_size)
+    """The pairs of `split` for the experiment's instruments, from every paired dataset data.pairs names;
+    ConfigError/DataError naming data.pairs when one does not fit the experiment."""
+    locations = [cfg.data.pairs] if isinstance(cfg.data.pairs, str) else list(cfg.data.pairs)
+    shards, labels = [], {}
+    for i, location in enumerate(locations):
+        where = "data.pairs" if isinstance(cfg.data.pairs, str) else f"data.pairs.{i}"
+        manifest = read_pair_manifest(location)
+        if int(manifest["sample_rate"]) != cfg.data.sample_rate:
+            raise DataError(f"{location}/manifest.json: pairs are at {manifest['sample_rate']} Hz but "
+                            f"data.sample_rate is {cfg.data.sample_rate}; render the demo at that rate or change "
+                            "data.sample_rate")
+        paired = {name: label for label, name in enumerate(cfg.instrument_names) if name in manifest["instruments"]}
+        if len(paired) < 2:
+            raise ConfigError(f"{location} pairs {', '.join(manifest['instruments'])}, which includes "
+                              f"{len(paired)} of the experiment's instruments ({', '.join(cfg.instrument_names)}); "
+                              "pairs need two of them", path=where,
+                              hint="render every instrument of the experiment in one `audiostyle data demo "
+                                   "--instruments a,b,c` call, which pairs them all")
+        labels.update(paired)
+        shards += shard_urls(location, manifest, split)
+    return PairSource(shards, labels, cfg.data.pair_batch_size)

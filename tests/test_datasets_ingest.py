@@ -226,3 +226,22 @@ def test_source_list_with_missing_file_and_nothing_usable(tmp_path):
     assert not (tmp_path / "out").exists()  # refused before anything was created
     with pytest.raises(DataError, match="not found"):
         add_instrument("oboe", tmp_path / "nowhere", tmp_path / "out2", **KW)
+
+
+def test_a_folder_of_real_world_files_mixed_formats_rates_and_channels_is_taken_whole(tmp_path):
+    """What a user's own folder holds: wav, flac, ogg and mp3, at 44.1, 48, 22.05 and 16 kHz, stereo and
+    mono. Every file becomes a recording, mono at the dataset rate, none skipped, each as long as its file."""
+    src = tmp_path / "flute"
+    files = {"a.wav": (44100, 2), "b.flac": (48000, 1), "c.ogg": (22050, 2), "d.mp3": (16000, 1)}
+    for i, (name, (rate, channels)) in enumerate(files.items()):
+        (src / "takes").mkdir(parents=True, exist_ok=True)
+        sf.write(src / "takes" / name, tone(3.0, 300 + 40 * i, i, sr=rate, channels=channels), rate)
+    manifest = add_instrument("flute", src, tmp_path / "out", **KW)
+    assert manifest["skipped"] == [] and len(manifest["recordings"]) == len(files)
+    records = segment_records(tmp_path / "out", manifest)
+    assert {r["sample_rate"] for r in records} == {SR}
+    seconds: dict[str, float] = {}
+    for r in records:
+        seconds[r["recording_id"]] = seconds.get(r["recording_id"], 0.0) + r["duration_seconds"]
+    # silence is dropped at a pause, never a note: 3 s per file with onsets every 0.5 s keeps nearly all of it
+    assert all(2.4 <= s <= 3.2 for s in seconds.values()), seconds

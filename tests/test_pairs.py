@@ -111,6 +111,9 @@ def test_pairs_need_two_of_the_experiments_instruments(tiny_config, demo_root, t
     with pytest.raises(ConfigError, match="data.pairs") as info:
         make_loader(cfg, "train", seed=0)
     assert "includes 1 of the experiment's instruments" in str(info.value)
+    with pytest.raises(ConfigError, match=r"data\.pairs\.1") as info:  # in a list: the entry is named
+        make_loader(tiny_config(f"data.pairs=[{demo_root / 'pairs'}, {folder}]"), "train", seed=0)
+    assert str(folder) in str(info.value)
     with pytest.raises(DataError, match="not a paired dataset|manifest lacks"):
         make_loader(tiny_config(f"data.pairs={demo_root / 'piano'}"), "train", seed=0)
 

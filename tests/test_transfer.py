@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from audiostyle.datasets.audio_io import read_input_clip
 from audiostyle.platform.core.errors import DataError
 from audiostyle.platform.inference.transfer import Transferer, overlap_add, transfer_files
 
@@ -110,6 +111,26 @@ def test_reference_clip_replaces_the_prototype(bundle):
     assert not np.allclose(style_ref.numpy(), tr.style_for("violin").numpy())
     x = (0.3 * np.sin(2 * np.pi * 440 * np.arange(SR) / SR)).astype(np.float32)
     assert not np.allclose(tr.transfer_array(x, SR, reference=ref), tr.transfer_array(x, SR, to="violin"))
+
+
+def test_cli_transfers_to_a_reference_clip_and_names_outputs_after_it(bundle, tmp_path):
+    """`transfer BUNDLE --reference CLIP IN` (no --to): the style of the clip, outputs named after it."""
+    from audiostyle.platform.cli.main import main
+
+    rng = np.random.default_rng(2)
+    sf.write(tmp_path / "my flute.flac", (0.2 * rng.standard_normal(2 * SR)).astype(np.float32), SR)
+    x = (0.3 * np.sin(2 * np.pi * 440 * np.arange(SR) / SR)).astype(np.float32)
+    sf.write(tmp_path / "tune.wav", x, SR)
+    args = ["transfer", str(bundle), str(tmp_path / "tune.wav"), "-o", str(tmp_path / "out")]
+    assert main([*args, "--reference", str(tmp_path / "my flute.flac")]) == 0
+    written, rate = sf.read(tmp_path / "out" / "tune.my_flute.wav", dtype="float32")
+    tr = Transferer(bundle, "cpu")
+    heard = read_input_clip(tmp_path / "tune.wav", SR)  # as `transfer` reads a file: level-normalised
+    expected = tr.transfer_array(heard, SR, style=tr.style_for(reference=tmp_path / "my flute.flac"))
+    assert rate == tr.sample_rate and np.allclose(written, expected, atol=2e-4)  # 16-bit wav
+    assert not np.allclose(written, tr.transfer_array(heard, SR, to="violin"), atol=2e-4)
+    assert main(args) == 2  # neither --to nor --reference: refused, nothing written beside the first output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tune.my_flute.wav"]
 
 
 def test_transfer_files_resamples_formats_and_folders(bundle, tmp_path):

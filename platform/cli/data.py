@@ -53,6 +53,16 @@ musescore-general-soundfont-small csound-soundfont) renders the 'heldout' split,
 evaluation's timbre judge learns and whose test pieces are inputs from a player the model never heard."""
 
 
+_TRANSCRIBE_EXAMPLES = """examples:
+  audiostyle data add flute recordings/flute/ --out data/flute
+  audiostyle data transcribe-pairs data/flute --with piano,violin --players timgm6mb,csound
+                                          # writes data/flute_pairs; in the experiment YAML:
+                                          #   data: {pairs: ["${data.root}/pairs", data/flute_pairs]}
+
+Each segment's notes are kept in DIR/.render/notes.jsonl: a re-run renders again without transcribing.
+The recordings should be one instrument each, pitched, and mostly clean (Basic Pitch transcribes chords too)."""
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="add instrument datasets, render demo instruments, summarise datasets",
                        description="Add instrument datasets (WebDataset shards + manifest), render the demo "
@@ -112,7 +122,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--unpaired", action="store_true",
                       help="draw train and val pieces separately per instrument (no pairs/); the test split "
                            "stays paired")
+    demo.add_argument("--export-recordings", metavar="DIR", default=None,
+                      help="also copy each instrument's train and val pieces, as the reference player played them, "
+                           "into DIR/<instrument>/ as plain audio files (no notes, no pairs, never a test piece): "
+                           "a stand-in for a folder of your own recordings, for `data add`")
     demo.set_defaults(func=run_demo)
+
+    tp = dsub.add_parser(
+        "transcribe-pairs", help="pairs for an instrument from recordings alone, by transcribing them",
+        epilog=_TRANSCRIBE_EXAMPLES, formatter_class=fmt,
+        description="Transcribe every train and val segment of an instrument folder (from `data add`) with "
+                    "Basic Pitch, play the notes with demo instruments' SoundFont presets, and write the pairs "
+                    "(recording, rendering) as a paired dataset. List it beside the demo's pairs in an "
+                    "experiment (data.pairs: [${data.root}/pairs, DIR]) and cross-reconstruction trains "
+                    "transfer to and from the instrument on its own recordings.")
+    tp.add_argument("instrument_dir", metavar="INSTRUMENT_DIR", help="the instrument's folder from `data add`")
+    tp.add_argument("--with", dest="partners", default="piano,violin", metavar="INSTRUMENTS",
+                    help="demo instruments that play the transcribed notes, comma-separated (default: piano,violin)")
+    tp.add_argument("--players", default="timgm6mb", metavar="SETS",
+                    help="sound sets that play them, as `data demo --players` (default: timgm6mb)")
+    tp.add_argument("--out", metavar="DIR", default=None, help="output folder (default: INSTRUMENT_DIR_pairs)")
+    tp.add_argument("--no-progress", action="store_true", help="no progress bars")
+    tp.set_defaults(func=run_transcribe_pairs)
 
     info = dsub.add_parser("info", help="summarise an instrument folder (its manifest.json)",
                            description="Print segments and hours per split, shards and skipped files of an "
@@ -175,9 +206,11 @@ def run_demo(args: argparse.Namespace) -> int:
 
     from audiostyle.datasets.manifest import read_manifest, summary_lines
     from audiostyle.platform.core.output_paths import check_output_folder
-    from audiostyle.platform.data.prepare import prepare_demo
+    from audiostyle.platform.data.prepare import export_plain_recordings, prepare_demo
 
     check_output_folder(args.out)
+    if args.export_recordings:
+        check_output_folder(args.export_recordings, option="--export-recordings")
     names = tuple(n.strip() for n in args.instruments.split(",") if n.strip())
     from audiostyle.datasets.soundfonts import SYSTEM_DIRS
 
@@ -198,6 +231,27 @@ def run_demo(args: argparse.Namespace) -> int:
         print(_yaml_line(name, f"${{data.root}}/{name}"))
     print(f"(with data.root: {args.out})" + (f"; train on the pairs with data.pairs: {result['pairs']}"
                                              if result.get("pairs") else ""))
+    if args.export_recordings:
+        counts = export_plain_recordings(result, args.export_recordings)
+        print(f"\nPlain recordings (train and val pieces, no notes, no pairs) under {args.export_recordings}/: "
+              + ", ".join(f"{name} {n} files" for name, n in counts.items()))
+        for name in counts:
+            print(f"  audiostyle data add {name} {args.export_recordings}/{name}")
+    return 0
+
+
+def run_transcribe_pairs(args: argparse.Namespace) -> int:
+    from audiostyle.datasets.pair_dataset import describe
+    from audiostyle.platform.core.output_paths import check_output_folder
+    from audiostyle.platform.data.transcribed_pairs import default_pairs_dir, write_transcribed_pairs
+
+    out = check_output_folder(args.out or default_pairs_dir(args.instrument_dir))
+    partners = [p.strip() for p in args.partners.split(",") if p.strip()]
+    players = [p.strip() for p in args.players.split(",") if p.strip()]
+    manifest = write_transcribed_pairs(args.instrument_dir, partners, out, players=players,
+                                       progress=not args.no_progress)
+    print(describe(manifest))
+    print(f"\nTrain on them beside the demo's pairs: data.pairs: [\"${{data.root}}/pairs\", {out}]")
     return 0
 
 

@@ -10,6 +10,7 @@ EPILOG = """examples:
   audiostyle transfer bundles/piano_violin --to violin melody.wav
   audiostyle transfer bundles/piano_violin --to piano recordings/ -o out/ --device cuda
   audiostyle transfer bundles/piano_violin --to violin song.mp3 --reference my_violin.flac
+  audiostyle transfer bundles/any_player_flute --reference my_flute.flac song.wav   # out: song.my_flute.wav
 """
 
 
@@ -25,10 +26,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundle", metavar="BUNDLE", help="bundle folder from `audiostyle checkpoints export`")
     p.add_argument("inputs", nargs="+", metavar="IN", help="audio files or folders of them")
-    p.add_argument("--to", required=True, metavar="INSTRUMENT", help="target instrument (one of the bundle's)")
+    p.add_argument("--to", metavar="INSTRUMENT",
+                   help="target instrument (one of the bundle's); may be left out with --reference, whose name "
+                        "then names the outputs")
     p.add_argument("-o", "--out", default="transferred", metavar="OUT", help="output folder (default: transferred/)")
     p.add_argument("--reference", metavar="CLIP",
-                   help="use the style of this clip instead of the instrument's training-set prototype")
+                   help="transfer to the style of this clip (an instrument or player of your own) instead of "
+                        "the instrument's training-set prototype")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--chunk-seconds", type=positive_seconds, default=None,
                    help="chunk length (default: the training segment length)")

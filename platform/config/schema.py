@@ -71,7 +71,8 @@ class DataConfig:
     stats: str = "pooled"  # normalization statistics: 'pooled' (from the instruments' stats) or an .npz path
     # A paired dataset (the same passages on several instruments; `data demo` writes <root>/pairs): each
     # batch then also holds `pair_batch_size` aligned (source, target) passages for cross_reconstruction.
-    pairs: str | None = None
+    # A list draws from several (the demo's, and `data transcribe-pairs` for an instrument from recordings).
+    pairs: str | list[str] | None = None
     pair_batch_size: int = 8
     pair_augment: float = 0.0  # chance of each recording condition (room, EQ, hiss, gain) on a pair's source
 

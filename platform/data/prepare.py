@@ -78,6 +78,25 @@ def prepare_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("pia
     return result
 
 
+def export_plain_recordings(result: dict[str, Any], out_dir: str | os.PathLike,
+                            splits: Sequence[str] = ("train", "val")) -> dict[str, int]:
+    """Copy each rendered instrument's reference-player recordings of `splits` into `<out_dir>/<instrument>/`
+    as plain audio files named by piece: no notes, no pairs, no test pieces. That is what a folder of a
+    user's own recordings looks like, so `data add NAME <out_dir>/NAME` can stand in for one in a test of an
+    instrument learned from recordings alone, whose paired renderings of the test pieces stay hidden.
+    Returns the number of files per instrument; files already there with the same content are kept."""
+    counts = {}
+    for name, info in result["instruments"].items():
+        folder = Path(out_dir) / name
+        kept = sorted((piece, path) for piece, (split, path) in info["training_renders"].items() if split in splits)
+        for piece, path in kept:
+            target = folder / f"{piece}{Path(path).suffix}"
+            if not target.is_file() or sha256_file(target) != sha256_file(path):
+                copy_atomic(path, target)
+        counts[name] = len(kept)
+    return counts
+
+
 def regenerate_demo_stats(out_dir: str | Path | None = None, *, minutes: float | None = None,
                           progress: bool = True) -> list[Path]:
     """Render the default demo instruments into a temporary folder and copy their statistics to

@@ -15,6 +15,7 @@ names) stop the run before anything is written, as does an output folder that ca
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -122,6 +123,13 @@ def plan_outputs(inputs: Iterable[str | Path], out_dir: str | Path, to: str, suf
     return list(unique.values())
 
 
+def output_label(reference: str | Path) -> str:
+    """The name a reference clip gives outputs transferred to its style: its file name without the extension,
+    in letters, digits, '-' and '_' (so `my flute.flac` gives `<input>.my_flute.wav`)."""
+    label = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(reference).stem).strip("_")
+    return label or "reference"
+
+
 class Transferer:
     """A loaded bundle ready to transfer audio: `Transferer(bundle, "cpu").transfer_array(x, sr, to="violin")`."""
 
@@ -207,14 +215,17 @@ class Transferer:
                            progress=progress)
 
 
-def transfer_files(bundle_or_model: str | Path | Transferer, inputs: Sequence[str | Path], target_instrument: str,
-                   *, out_dir: str | Path, reference: str | Path | None = None, device: str = "cpu",
+def transfer_files(bundle_or_model: str | Path | Transferer, inputs: Sequence[str | Path],
+                   target_instrument: str | None, *, out_dir: str | Path, reference: str | Path | None = None,
+                   device: str = "cpu",
                    chunk_seconds: float | None = None, overlap_seconds: float | None = None,
                    use_cache: bool = True, out_format: str = "wav", log: Callable[[str], None] | None = None,
                    steady: bool | None = None) -> list[Path]:
     """Transfer every input file (or folder of them) to `target_instrument`; returns the written paths.
 
-    Everything is checked first (output folder, instrument, output names, every file readable and
+    With a `reference` clip its style is the target instead of the instrument's prototype (an instrument the
+    bundle was never told of, a player's own sound); without `target_instrument` the outputs are named after
+    the reference, `<name>.<reference name>.<format>`. Everything is checked first (output folder, instrument, output names, every file readable and
     non-silent, the reference), so a bad input stops the run before any output exists. Prints each file's
     real-time factor through `log`.
     """
@@ -223,8 +234,12 @@ def transfer_files(bundle_or_model: str | Path | Transferer, inputs: Sequence[st
     tr = bundle_or_model if isinstance(bundle_or_model, Transferer) else Transferer(
         bundle_or_model, device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds, use_cache=use_cache,
         steady=steady)
-    tr.check_instrument(target_instrument)
-    plan = plan_outputs(inputs, out_dir, target_instrument, f".{out_format}")
+    if target_instrument is None and reference is None:
+        raise DataError("give a target instrument (--to NAME) or a reference clip (--reference FILE) to transfer to")
+    if target_instrument is not None:
+        tr.check_instrument(target_instrument)
+    label = target_instrument or output_label(reference)
+    plan = plan_outputs(inputs, out_dir, label, f".{out_format}")
     for f, _ in plan:  # decode cost is small next to the model; failing before writing anything matters more
         read_input_clip(f, tr.sample_rate)
     style = None if reference is None else tr.style_for(reference=reference)
