@@ -104,3 +104,33 @@ def recordings(demo_root, tmp_path_factory) -> dict[str, Path]:
         for i, flac in enumerate(clips):
             (root / folder / f"take{i}.flac").write_bytes(flac)
     return {name: root / name for name in ("first", "second", "violin")}
+
+
+@pytest.fixture
+def train_in_process() -> Callable[..., object]:
+    """`train(model, cfg, steps)`: the small learning tests' loop, without Ray: the recipe's first-phase loss
+    weights, Adam at 2e-3, batches from the train loader (a new seed each pass); returns the model in eval mode."""
+
+    def train(model, cfg, steps: int, lr: float = 2e-3):
+        import torch
+
+        from audiostyle.datasets.streaming import make_loader
+
+        optimizer = torch.optim.Adam(model.generator_parameters(), lr=lr)
+        weights = cfg.curriculum.phases[0].weights
+        epoch, batches = 0, iter(make_loader(cfg, "train", seed=0))
+        for _ in range(steps):
+            batch = next(batches, None)
+            if batch is None:
+                epoch += 1
+                batches = iter(make_loader(cfg, "train", seed=epoch))
+                batch = next(batches)
+            terms = model.generator_terms(batch["audio"], batch["label"], active=set(weights),
+                                          **{k: v for k, v in batch.items() if k.startswith("pair_")})
+            loss = sum(weights[k] * terms[k] for k in weights)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return model.eval()
+
+    return train

@@ -240,7 +240,7 @@ def test_render_manifest_records_the_players(players_root):
     assert {"timgm6mb_p110", "csound", "csound_p110"} <= tags
 
 
-def test_minutes_of_training_move_an_unseen_player_towards_the_target(players_root):
+def test_minutes_of_training_move_an_unseen_player_towards_the_target(players_root, train_in_process):
     """A small learning test of the any-player recipe, in process: 150 steps on TimGM6mb and csound pairs
     (with recording conditions), then piano test pieces as FluidR3 played them, a player it never heard,
     transferred to violin must land closer to the reference violin than the input itself is."""
@@ -248,7 +248,6 @@ def test_minutes_of_training_move_an_unseen_player_towards_the_target(players_ro
 
     from audiostyle.components.timbre_transfer import build_timbre_model
     from audiostyle.datasets.paired import heldout_soundfonts, load_paired_test
-    from audiostyle.datasets.streaming import make_loader
     from audiostyle.platform.config.loader import load_experiment
 
     unseen = [s for s in heldout_soundfonts(players_root / "piano") if s in ("fluidr3", "musescore")]
@@ -259,22 +258,7 @@ def test_minutes_of_training_move_an_unseen_player_towards_the_target(players_ro
         "model.content_encoder.dim=96", "model.decoder.dim=96"])
     torch.manual_seed(0)
     model = build_timbre_model(cfg)
-    optimizer = torch.optim.Adam(model.generator_parameters(), lr=2e-3)
-    batches = iter(make_loader(cfg, "train", seed=0))
-    weights = cfg.curriculum.phases[0].weights
-    for _ in range(150):
-        try:
-            batch = next(batches)
-        except StopIteration:
-            batches = iter(make_loader(cfg, "train", seed=1))
-            batch = next(batches)
-        terms = model.generator_terms(batch["audio"], batch["label"], active=set(weights),
-                                      **{k: v for k, v in batch.items() if k.startswith("pair_")})
-        loss = sum(weights[k] * terms[k] for k in weights)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
+    train_in_process(model, cfg, 150)
     targets = {it.piece_id: it for it in load_paired_test(players_root, ["piano", "violin"])}
     inputs = load_paired_test(players_root, ["piano", "violin"], split="heldout", soundfont=unseen[0])
     moved, unchanged = [], []

@@ -111,7 +111,7 @@ def test_transcribed_pairs_refuse_the_instrument_itself_and_unknown_partners(flu
 
 
 def test_minutes_of_training_on_recordings_alone_move_piano_towards_the_hidden_flute(flute_from_recordings,
-                                                                                      flute_pairs):
+                                                                                      flute_pairs, train_in_process):
     """A small learning test: 250 steps on the piano's demo data and the flute's recordings with their
     transcribed pairs; the flute's self-reconstruction falls, and the piano's test pieces transferred to the
     flute land closer to the flute's renderings of them (hidden: never in training) than the input is."""
@@ -131,8 +131,6 @@ def test_minutes_of_training_on_recordings_alone_move_piano_towards_the_hidden_f
         f"instruments=[{{name: piano, data: {demo / 'piano'}}}, {{name: flute, data: {flute}}}]"])
     torch.manual_seed(0)
     model = build_timbre_model(cfg)
-    optimizer = torch.optim.Adam(model.generator_parameters(), lr=2e-3)
-    weights = cfg.curriculum.phases[0].weights
     flute_clips = next(iter(make_loader(cfg, "val", seed=0)))
     flute_only = flute_clips["label"] == 1
 
@@ -142,20 +140,7 @@ def test_minutes_of_training_on_recordings_alone_move_piano_towards_the_hidden_f
                                                active={"reconstruction"})["reconstruction"])
 
     before = flute_reconstruction()
-    batches, epoch = iter(make_loader(cfg, "train", seed=0)), 0
-    for _ in range(250):
-        batch = next(batches, None)
-        if batch is None:
-            epoch += 1
-            batches = iter(make_loader(cfg, "train", seed=epoch))
-            batch = next(batches)
-        terms = model.generator_terms(batch["audio"], batch["label"], active=set(weights),
-                                      **{k: v for k, v in batch.items() if k.startswith("pair_")})
-        loss = sum(weights[k] * terms[k] for k in weights)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
+    train_in_process(model, cfg, 250)
     after = flute_reconstruction()
     assert after < 0.8 * before
     moved, unchanged = [], []
