@@ -56,13 +56,18 @@ def _transcriptions(instrument_dir: Path, stage: Path, progress: bool) -> list[d
             row = json.loads(line)
             done[row["key"]] = row
     rows = []
-    segments = [(split, key, audio, sr) for split in SPLITS for key, audio, sr, _ in iter_split_audio(instrument_dir, split)]
-    for split, key, audio, sr in tqdm(segments, desc="transcribe", unit="segment", disable=not progress):
-        path = stage / "recordings" / f"{key}.flac"
-        if not path.is_file():
-            atomic_write(path, lambda tmp, a=audio, r=sr: Path(tmp).write_bytes(encode_flac(a, r)))
-        row = done.get(key) or {"key": key, "split": split, "notes": transcribe(audio, sr)}
-        rows.append({**row, "split": split, "path": str(path), "sample_rate": sr})
+    splits = read_manifest(instrument_dir)["splits"]
+    bar = tqdm(total=sum(splits[s]["segments"] for s in SPLITS if s in splits), desc="transcribe", unit="segment",
+               disable=not progress)
+    for split in SPLITS:  # streamed: an hour of recordings is never in memory at once
+        for key, audio, sr, _ in iter_split_audio(instrument_dir, split):
+            path = stage / "recordings" / f"{key}.flac"
+            if not path.is_file():
+                atomic_write(path, lambda tmp, a=audio, r=sr: Path(tmp).write_bytes(encode_flac(a, r)))
+            row = done.get(key) or {"key": key, "split": split, "notes": transcribe(audio, sr)}
+            rows.append({**row, "split": split, "path": str(path), "sample_rate": sr})
+            bar.update(1)
+    bar.close()
     text = "".join(json.dumps({k: r[k] for k in ("key", "split", "notes")}) + "\n" for r in rows)
     atomic_write(notes_path, lambda tmp: Path(tmp).write_text(text))
     return rows
