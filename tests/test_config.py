@@ -47,6 +47,9 @@ def test_local_paths_are_pinned_to_the_working_directory(tmp_path, monkeypatch):
     assert cfg.instruments[0].data == str(tmp_path / "data" / "demo" / "piano")  # workers run elsewhere
     assert cfg.instruments[1].data == "s3://bucket/violin"
     assert cfg.run.storage_path == str(tmp_path / "runs")
+    # a list of paired datasets is pinned entry by entry (a ${data.root} inside one included)
+    cfg = load_experiment(BASE, ["data.root=data/demo", "data.pairs=['${data.root}/pairs', extra/pairs, s3://b/p]"])
+    assert cfg.data.pairs == [str(tmp_path / "data" / "demo" / "pairs"), str(tmp_path / "extra" / "pairs"), "s3://b/p"]
 
 
 def test_whole_string_reference_keeps_type(tmp_path):

@@ -232,6 +232,8 @@ def absolutize_paths(data: dict[str, Any], cwd: Path | None = None) -> dict[str,
         for key in ("root", "pairs"):
             if isinstance(section.get(key), str):
                 section[key] = pin(section[key])
+            elif isinstance(section.get(key), list):  # data.pairs may name several paired datasets
+                section[key] = [pin(item) for item in section[key]]
         stats = section.get("stats")
         if isinstance(stats, str) and stats.endswith(".npz"):
             section["stats"] = pin(stats)
