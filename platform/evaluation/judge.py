@@ -109,8 +109,8 @@ def train_timbre_classifier(data_root: str | Path, instruments: list[str], sampl
         seconds[f"{name} recordings"] = sum(taken.values())
         kinds = {k: kinds.get(k, 0.0) + more_kinds.get(k, 0.0) for k in {*kinds, *more_kinds}}
         source += f"; {name}: its own recordings in {folder} (train and val)"
-        note += (f" P({name}) measures closeness to its recordings: no other player of it is known." if note
-                 else f"P({name}) measures closeness to its recordings: no other player of it is known.")
+        note = " ".join(filter(None, [note, f"P({name}) measures closeness to its recordings: no other player "
+                                            "of it is known."]))
     clf = TimbreClassifier([*instruments, *(recordings or {})]).fit(
         [to_rate_float32(a, sr, sample_rate) for a, sr in clips], labels, sample_rate)
     return clf, {"trained_on": source, "seconds": {k: round(v, 1) for k, v in seconds.items()},
