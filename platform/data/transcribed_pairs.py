@@ -44,7 +44,7 @@ def default_pairs_dir(instrument_dir: str | Path) -> Path:
     return folder.with_name(f"{folder.name}_pairs")
 
 
-def _transcriptions(instrument_dir: Path, stage: Path, progress: bool) -> list[dict[str, Any]]:
+def _transcriptions(instrument_dir: Path, manifest: dict[str, Any], stage: Path, progress: bool) -> list[dict[str, Any]]:
     """Per train/val segment: {key, split, path (the segment as FLAC), notes}; transcribed once, then read
     back from NOTES_FILE (keyed by segment, so a segment added later is transcribed on its own)."""
     from tqdm.auto import tqdm
@@ -56,7 +56,7 @@ def _transcriptions(instrument_dir: Path, stage: Path, progress: bool) -> list[d
             row = json.loads(line)
             done[row["key"]] = row
     rows = []
-    splits = read_manifest(instrument_dir)["splits"]
+    splits = manifest["splits"]
     bar = tqdm(total=sum(splits[s]["segments"] for s in SPLITS if s in splits), desc="transcribe", unit="segment",
                disable=not progress)
     for split in SPLITS:  # streamed: an hour of recordings is never in memory at once
@@ -65,7 +65,7 @@ def _transcriptions(instrument_dir: Path, stage: Path, progress: bool) -> list[d
             if not path.is_file():
                 atomic_write(path, lambda tmp, a=audio, r=sr: Path(tmp).write_bytes(encode_flac(a, r)))
             row = done.get(key) or {"key": key, "split": split, "notes": transcribe(audio, sr)}
-            rows.append({**row, "split": split, "path": str(path), "sample_rate": sr})
+            rows.append({**row, "split": split, "path": str(path)})
             bar.update(1)
     bar.close()
     text = "".join(json.dumps({k: r[k] for k in ("key", "split", "notes")}) + "\n" for r in rows)
@@ -79,6 +79,8 @@ def write_transcribed_pairs(instrument_dir: str | Path, partners: Sequence[str],
     play the notes with each demo instrument of `partners` (the reference player's main program, and the
     other `players` and programs of its family as pairs' inputs), and write the pairs to `out_dir`
     (default: default_pairs_dir). Returns the pair manifest."""
+    from tqdm.auto import tqdm
+
     reason = unavailable_reason()
     if reason:
         raise DataError(f"transcribed pairs need Basic Pitch: {reason}")
@@ -91,16 +93,13 @@ def write_transcribed_pairs(instrument_dir: str | Path, partners: Sequence[str],
                         f"{name} itself (e.g. piano,violin), got {', '.join(partners) or 'none'}")
     out = Path(out_dir) if out_dir is not None else default_pairs_dir(folder)
     stage = out / ".render"
-    rows = _transcriptions(folder, stage, progress)
+    rows = _transcriptions(folder, manifest, stage, progress)
     heard = [r for r in rows if r["notes"]]
     if not heard:
         raise DataError(f"{folder}: Basic Pitch heard no notes in any train or val segment; transcribed pairs "
                         "need pitched, mostly clean recordings")
     soundfonts, _ = choose_soundfonts(find_soundfonts(), players)
-    renderers = [NoteRenderer(sf, rate) for sf in soundfonts]
-    by_name = {r.soundfont.name: r for r in renderers}
-    from tqdm.auto import tqdm
-
+    renderers: dict[str, NoteRenderer] = {}  # loaded on first need: a re-run that renders nothing loads none
     recordings = []
     for row in tqdm(heard, desc=f"render {', '.join(partners)}", unit="segment", disable=not progress):
         paths: dict[str, Path] = {name: Path(row["path"])}
@@ -112,7 +111,9 @@ def write_transcribed_pairs(instrument_dir: str | Path, partners: Sequence[str],
                 path = stage / spec.name / (tag or soundfont.name) / f"{row['key']}.flac"
                 if not path.is_file():
                     program = spec.program if job.program is None else job.program
-                    audio = by_name[soundfont.name].render(program, job.notes, tail_seconds=0.5)
+                    if soundfont.name not in renderers:
+                        renderers[soundfont.name] = NoteRenderer(soundfont, rate)
+                    audio = renderers[soundfont.name].render(program, job.notes, tail_seconds=0.5)
                     atomic_write(path, lambda tmp, a=audio: Path(tmp).write_bytes(encode_flac(a, rate)))
                 if tag is None:
                     paths[spec.name] = path

@@ -46,23 +46,23 @@ def _judge_clips(folders: dict[str, Path], splits: tuple[str, ...], max_seconds:
     rng = np.random.default_rng(seed)
     clips, labels, seconds, kinds = [], [], {}, {}
     for name, folder in folders.items():
-        pool: dict[str, list] = {}
+        pool: dict[str, list] = {}  # sound set -> [(segment, kind of passage)]
         for split in splits:
             for segment in iter_segments(folder, split):
                 rid = str(segment.record.get("recording_id", ""))
-                tag = sound_set_of(rid, TRAINING_SOUNDFONT)
-                if piece_id_of(rid) not in skip_pieces and tag not in skip_sets:
-                    pool.setdefault(tag, []).append(segment)
+                tag, piece = sound_set_of(rid, TRAINING_SOUNDFONT), piece_id_of(rid)
+                if piece not in skip_pieces and tag not in skip_sets:
+                    pool.setdefault(tag, []).append((segment, passage_kind(piece)))
         for tag, segments in pool.items():
             taken = 0.0
             for i in rng.permutation(len(segments)):
                 if taken >= max_seconds:
                     break
-                audio, sr = decode_bytes(segments[i].flac, name=f"{segments[i].url}:{segments[i].key}.flac")
+                segment, kind = segments[i]
+                audio, sr = decode_bytes(segment.flac, name=f"{segment.url}:{segment.key}.flac")
                 clips.append((audio, sr))
                 labels.append(name)
                 taken += len(audio) / sr
-                kind = passage_kind(piece_id_of(str(segments[i].record.get("recording_id", ""))))
                 kinds[kind] = kinds.get(kind, 0.0) + len(audio) / sr
             seconds[tag] = seconds.get(tag, 0.0) + taken
     return clips, labels, seconds, kinds

@@ -225,17 +225,18 @@ def transfer_files(bundle_or_model: str | Path | Transferer, inputs: Sequence[st
 
     With a `reference` clip its style is the target instead of the instrument's prototype (an instrument the
     bundle was never told of, a player's own sound); without `target_instrument` the outputs are named after
-    the reference, `<name>.<reference name>.<format>`. Everything is checked first (output folder, instrument, output names, every file readable and
+    the reference, `<name>.<reference name>.<format>`. Everything is checked first (output folder,
+    instrument, output names, every file readable and
     non-silent, the reference), so a bad input stops the run before any output exists. Prints each file's
     real-time factor through `log`.
     """
     log = log or (lambda s: print(s, file=sys.stderr))
+    if target_instrument is None and reference is None:
+        raise DataError("give a target instrument (--to NAME) or a reference clip (--reference FILE) to transfer to")
     out_dir = check_output_folder(out_dir, option="-o/--out")  # before the model is even loaded
     tr = bundle_or_model if isinstance(bundle_or_model, Transferer) else Transferer(
         bundle_or_model, device, chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds, use_cache=use_cache,
         steady=steady)
-    if target_instrument is None and reference is None:
-        raise DataError("give a target instrument (--to NAME) or a reference clip (--reference FILE) to transfer to")
     if target_instrument is not None:
         tr.check_instrument(target_instrument)
     label = target_instrument or output_label(reference)
