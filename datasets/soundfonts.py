@@ -57,7 +57,7 @@ INSTRUMENTS: dict[str, InstrumentSpec] = {
         InstrumentSpec("guitar", 24, 40, 83),  # nylon-string; sounds an octave below written
         InstrumentSpec("violin", 40, 55, 96, family=(110, 41, 48)),  # fiddle, viola, string ensemble: bowed strings
         InstrumentSpec("viola", 41, 48, 84),
-        InstrumentSpec("cello", 42, 36, 76),
+        InstrumentSpec("cello", 42, 36, 76, family=(43, 41, 48)),  # contrabass, viola, string ensemble
         InstrumentSpec("harp", 46, 36, 96),
         InstrumentSpec("trumpet", 56, 55, 82),
         InstrumentSpec("french_horn", 60, 41, 77),

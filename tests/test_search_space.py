@@ -218,3 +218,42 @@ def test_report_with_one_trial_skips_importance(sweep_raw, tmp_path):
     assert "param_importances_val_recon" in report.skipped_plots
     assert "2 completed" in report.skipped_plots["param_importances_val_recon"]
     assert "pareto_front" in report.plots and report.best is not None
+
+
+def test_the_default_point_runs_the_recipe_itself_and_is_marked_in_the_report(tmp_path):
+    from audiostyle.platform.sweeps.driver import open_sweep_study, plan_sweep
+    from audiostyle.platform.sweeps.study import default_point
+
+    raw, _ = load_resolved(EXPERIMENTS / "sweep_any_player.yaml", ["train.max_steps=40"])
+    space = SearchSpace.from_config(raw)
+    recipe = load_experiment(EXPERIMENTS / "any_player_chords.yaml", ["train.max_steps=40"])
+    point = default_point(space)
+    assert point == {"optim.lr": recipe.optim.lr, "data.pair_augment": recipe.data.pair_augment,
+                     "curriculum.phases.0.weights.reconstruction": 0.25,
+                     "curriculum.phases.1.weights.reconstruction": 0.25, "curriculum.phases.1.ramp": 0.0}
+    plan = plan_sweep(config_from_dict(raw), raw, num_trials=3, max_concurrent=None, storage_path=str(tmp_path))
+    assert open_sweep_study(plan, resume=False, initial_points=[{"optim.lr": 2.0e-3}], include_default=True) == 3
+    study = open_study(plan.journal, plan.name, ["min"], create=False)
+    trial = study.ask()
+    sample = space.suggest(trial)
+    assert space.suggest(study.ask())["optim.lr"] == 2.0e-3  # the other starting points still come next
+    _, cfg = space.apply(sample)
+    # both phases weigh the losses as the recipe's one phase does, so where the warm-up ends changes nothing
+    assert [p.weights for p in cfg.curriculum.phases] == [recipe.curriculum.phases[0].weights] * 2
+    assert (cfg.optim.lr, cfg.data.pair_augment) == (recipe.optim.lr, recipe.data.pair_augment)
+    trial.set_user_attr("sample", sample)
+    trial.set_user_attr("run_name", "trial_0000")
+    study.tell(trial, 0.5)
+    report = write_report(study, space, sweep_name=plan.name, sweep_dir=plan.sweep_dir, metrics=["val/x"],
+                          modes=["min"], max_steps=40, plots=False)
+    assert report.rows[0].is_default and "trial_0000 (default)" in report.table
+    # a default outside its searched range, or differing between the fields a `*` matches, is sampled instead
+    curriculum, _ = load_resolved(EXPERIMENTS / "sweep_curriculum.yaml", ["train.max_steps=40",
+                                                                          "curriculum.phases.1.weights.hsic=0.7",
+                                                                          "curriculum.phases.2.weights.hsic=0.5"])
+    narrow = SearchSpace.from_config(with_space(curriculum, {
+        "optim.lr": {"float": [1.0e-5, 1.0e-4]}, "optim.weight_decay": {"float": [0.0, 1.0e-3]},
+        "curriculum.phases.*.weights.hsic": {"float": [0.05, 2.0]},
+        "curriculum.phases.*.ramp": {"float": [0.0, 0.5]}}))
+    assert default_point(narrow) == {"optim.weight_decay": curriculum["optim"]["weight_decay"],
+                                     "curriculum.phases.*.ramp": 0.25}  # every phase with a ramp has 0.25

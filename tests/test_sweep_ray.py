@@ -116,3 +116,36 @@ def test_resume_runs_only_the_missing_trials(ray_local, tiny_config, tmp_path):
 
     third = run_sweep(cfg, raw, resume=True, num_trials=4, plots=False)
     assert third.new_trials == 0 and len(third.report.rows) == 4
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(ray_local, demo_root, tmp_path):
+    """One trial's config names an instrument folder that does not exist (valid YAML, fails once training
+    starts): it is FAIL in the study, ERROR in trials.jsonl and the report, and the other trial finishes and
+    is the best. The finished trial reports the unseen-player objective on the way (a paired recipe)."""
+    from audiostyle.datasets.paired import heldout_soundfonts
+    from audiostyle.platform.config.loader import load_resolved
+    from audiostyle.platform.sweeps.driver import run_sweep
+
+    unseen = [s for s in heldout_soundfonts(demo_root / "piano") if s in ("musescore", "fluidr3")]
+    metric = "val/unseen_cross_recon" if unseen else "val/cross_recon"
+    raw, _ = load_resolved(Path(__file__).resolve().parents[1] / "experiments" / "paired_spectral.yaml", [
+        f"data.root={demo_root}", f"run.storage_path={tmp_path / 'runs'}", "run.max_failures=0",
+        "data.segment_seconds=1.0", "data.batch_size=2", "data.pair_batch_size=2", "data.steps_per_epoch=3",
+        "data.val_batches=1", f"data.val_unseen_players={unseen[-1:]}", "model.content_encoder.dim=16",
+        "model.decoder.dim=16", "model.style_encoder.width=16", "model.style_encoder.dim=8",
+        "train.max_steps=4", "train.val_every=2", "train.log_every=1", "optim.warmup_steps=0"])
+    good, missing = f"{demo_root}/piano", str(tmp_path / "no_such_instrument")
+    raw["sweep"] = {"metric": metric, "mode": "min", "num_trials": 2, "max_concurrent": 2, "seed": 0,
+                    "space": {"instruments.0.data": {"choice": [good, missing]}}}
+    result = run_sweep(config_from_dict(raw), raw, plots=False,
+                       initial_points=[{"instruments.0.data": good}, {"instruments.0.data": missing}])
+
+    rows = {r.number: r for r in result.report.rows}
+    assert rows[0].state == "COMPLETE" and rows[1].state == "FAIL", {n: r.state for n, r in rows.items()}
+    assert result.report.best.number == 0 and rows[0].step == 4
+    assert rows[0].metrics[metric] > 0  # the objective reached Tune and the ledger
+    ledger = [json.loads(line) for line in (result.sweep_dir / "trials.jsonl").read_text().splitlines()]
+    status = {e["optuna_trial"]: e["status"] for e in ledger}
+    assert status == {0: "TERMINATED", 1: "ERROR"}
+    failed_line = next(line for line in result.report.table.splitlines()[1:] if line.split()[0] == "1")
+    assert "FAIL" in failed_line.split()

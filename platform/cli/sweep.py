@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from audiostyle.platform.cli.argtypes import positive_int
+
+if TYPE_CHECKING:
+    from audiostyle.platform.config.schema import ExperimentConfig
+    from audiostyle.platform.sweeps.driver import SweepResult
 
 DESCRIPTION = """\
 Search an experiment's hyperparameters with Ray Tune + Optuna: one Ray Train run per trial.
@@ -24,7 +29,15 @@ Everything lands in STORAGE/<run name>_sweep/: the Optuna journal (optuna.journa
 trial (trial_0000/ ...), results.csv, best.yaml (the best trial's config, ready for `audiostyle
 train`) and plots/*.png (optimization history, parameter importance, parallel coordinates, Pareto
 front). A sweep folder that already holds trials is continued only with --resume: finished trials are
-kept, the sampler sees them, and a trial cut off mid-run restarts from its last checkpoint.
+kept, the sampler sees them, and a trial cut off mid-run restarts from its last checkpoint. A trial that
+fails (a configuration that does not train, a worker that dies past its restarts) is recorded as FAIL in
+trials.jsonl and results.csv, and the sweep goes on with the others.
+
+--evaluate N exports the best N trials as bundles (bundles/trial_NNNN/) and evaluates each as `audiostyle
+evaluate` does (evaluation/trial_NNNN/), inputs from sweep.evaluate_input_soundfont, then writes
+evaluation.csv (objective and evaluation metrics per trial, per direction) and evaluation_ranks.csv (Spearman
+rank correlation of the objective with each metric over those trials). With --resume on a finished sweep it
+trains nothing and evaluates only what is not evaluated yet.
 """
 
 EPILOG = """\
@@ -35,6 +48,8 @@ examples:
   audiostyle sweep experiments/sweep_curriculum.yaml --address auto --workers-per-trial 4 \\
       run.storage_path=s3://bucket/runs sweep.storage=/nfs/sweeps/curriculum.journal
   audiostyle train runs/piano_violin_curriculum_sweep/best.yaml
+  audiostyle sweep experiments/sweep_any_player.yaml --include-default
+  audiostyle sweep experiments/sweep_any_player.yaml --resume --evaluate 4 --baseline-bundle bundles/any_player_chords
 """
 
 
@@ -56,6 +71,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="Ray Train workers per trial (default: scaling.num_workers)")
     p.add_argument("--storage", metavar="PATH", help="where the sweep folder goes (default: run.storage_path)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--include-default", action="store_true",
+                   help="a new sweep's first trial runs the experiment's own values of the searched entries")
+    p.add_argument("--evaluate", type=positive_int, metavar="N",
+                   help="export and evaluate the best N trials (and the default trial), see above")
+    p.add_argument("--eval-data", metavar="ROOT", help="--evaluate: data root to evaluate on (default: data.root)")
+    p.add_argument("--eval-max-pieces", type=positive_int, metavar="N", help="--evaluate: only the first N test pieces")
+    p.add_argument("--baseline-bundle", metavar="PATH",
+                   help="--evaluate: also evaluate this bundle (e.g. the default trained outside the sweep)")
+    p.add_argument("--device", default="cpu", help="--evaluate: cpu, cuda or cuda:N (default: cpu)")
     p.set_defaults(func=run)
 
 
@@ -71,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = run_sweep(experiment.config, experiment.resolved, address=args.address, resume=args.resume,
                            num_trials=args.trials, workers_per_trial=args.workers_per_trial,
-                           max_concurrent=args.max_concurrent, storage_path=args.storage, plots=not args.no_plots)
+                           max_concurrent=args.max_concurrent, storage_path=args.storage,
+                           include_default=args.include_default, plots=not args.no_plots)
     except ConfigError as exc:
         raise experiment.locate(exc) from None
     report = result.report
@@ -87,4 +112,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"plot {name}: {path}")
     for name, reason in report.skipped_plots.items():
         print(f"plot {name} skipped: {reason}")
+    if args.evaluate:
+        evaluate_best(args, experiment.config, result)
     return 0 if report.best is not None else 1
+
+
+def evaluate_best(args: argparse.Namespace, cfg: ExperimentConfig, result: SweepResult) -> None:
+    """--evaluate: export and evaluate the best trials, print the table and the rank correlations."""
+    from audiostyle.platform.sweeps.driver import objectives
+    from audiostyle.platform.sweeps.evaluate_trials import evaluate_sweep
+
+    metrics, modes = objectives(cfg)
+    soundfont = cfg.sweep.evaluate_input_soundfont
+    evaluation = evaluate_sweep(result.report.rows, sweep_dir=result.sweep_dir, metric=metrics[0], mode=modes[0],
+                                count=args.evaluate, data_root=args.eval_data or cfg.data.root,
+                                input_soundfont=soundfont, baseline_bundle=args.baseline_bundle,
+                                max_pieces=args.eval_max_pieces, device=args.device)
+    print(f"\nevaluation of the best {args.evaluate} trials (inputs: "
+          f"{'heldout split, ' + soundfont if soundfont else 'test split'}):\n")
+    print(evaluation.table)
+    print(f"\nevaluation table: {evaluation.csv_path}\nrank correlations: {evaluation.ranks_path}")

@@ -75,6 +75,9 @@ class DataConfig:
     pairs: str | list[str] | None = None
     pair_batch_size: int = 8
     pair_augment: float = 0.0  # chance of each recording condition (room, EQ, hiss, gain) on a pair's source
+    # Held-out sound sets whose renderings of the val pieces also feed validation (val/unseen_cross_recon,
+    # training/unseen_validation.py): transfer from players no trial trained on, never on test pieces.
+    val_unseen_players: list[str] = field(default_factory=list)
 
     DOMAINS: typing.ClassVar[dict[str, Domain]] = {
         "sample_rate": AT_LEAST_ONE, "segment_seconds": POSITIVE, "batch_size": AT_LEAST_ONE,
@@ -220,6 +223,8 @@ class SweepConfig:
     grace_period: int | None = None  # ASHA's first rung in steps; default: end of the first phase
     reduction_factor: int = 2
     storage: str | None = None  # Optuna journal file; default: <storage_path>/<sweep name>/optuna.journal
+    # `audiostyle sweep --evaluate N`: inputs from the heldout split of this sound set (None: the test split)
+    evaluate_input_soundfont: str | None = None
 
     DOMAINS: typing.ClassVar[dict[str, Domain]] = {
         "num_trials": AT_LEAST_ONE, "max_concurrent": AT_LEAST_ONE, "seed": SEED, "grace_period": AT_LEAST_ONE,
@@ -267,6 +272,10 @@ class ExperimentConfig:
                 "the cross_reconstruction loss trains on pairs (the same passage on two instruments), but "
                 "data.pairs names no paired dataset", path="data.pairs",
                 hint="`audiostyle data demo` writes one to <out>/pairs: set data.pairs: ${data.root}/pairs")
+        if self.data.val_unseen_players and "cross_reconstruction" not in self.losses:
+            raise ConfigError("validation on unseen players scores the cross_reconstruction loss, which `losses` "
+                              "does not define", path="data.val_unseen_players",
+                              hint="use a paired recipe (experiments/paired_spectral.yaml) or set it to []")
         for i, phase in enumerate(self.curriculum.phases):
             for term in phase.weights:
                 if term not in self.losses:

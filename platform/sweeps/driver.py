@@ -42,7 +42,9 @@ from audiostyle.platform.core.locations import absolute_location, is_url, join_l
 from audiostyle.platform.sweeps.report import SweepReport, write_report
 from audiostyle.platform.sweeps.space import SearchSpace, asha_grace_period
 from audiostyle.platform.sweeps.study import (
+    DEFAULT_ATTR,
     JOURNAL_NAME,
+    default_point,
     journal_storage,
     make_sampler,
     open_study,
@@ -158,9 +160,11 @@ def plan_sweep(cfg: ExperimentConfig, resolved: dict[str, Any], *, num_trials: i
     return SweepPlan(cfg, space, metrics, modes, total, concurrent, grace, name, sweep_dir, journal, str(sweep_dir))
 
 
-def open_sweep_study(plan: SweepPlan, *, resume: bool, initial_points: list[dict[str, Any]] | None) -> int:
-    """Open (or create) the study, requeue trials cut off mid-run, seed a new one with `initial_points`;
-    returns how many trials are left to run."""
+def open_sweep_study(plan: SweepPlan, *, resume: bool, initial_points: list[dict[str, Any]] | None,
+                     include_default: bool = False) -> int:
+    """Open (or create) the study, requeue trials cut off mid-run, seed a new one with the experiment's own
+    values (`include_default`, marked so reports can show it) and `initial_points`; returns how many trials
+    are left to run."""
     existing = open_study(plan.journal, plan.name, plan.modes, create=False)
     if existing is not None and existing.trials and not resume:
         raise ConfigError(f"{plan.sweep_dir} already holds sweep {plan.name!r} with {len(existing.trials)} trials",
@@ -171,9 +175,11 @@ def open_sweep_study(plan: SweepPlan, *, resume: bool, initial_points: list[dict
     finished, requeued = prepare_resume(study)
     if requeued:
         logger.info("trials %s were cut off mid-run: requeued with their parameters", requeued)
-    if not study.trials and initial_points:
-        for point in initial_points:
-            study.enqueue_trial(optuna_params(plan.space, point))
+    fresh = not study.trials  # starting points seed a new sweep only, never a resumed one
+    if fresh and include_default:
+        study.enqueue_trial(optuna_params(plan.space, default_point(plan.space)), user_attrs={DEFAULT_ATTR: True})
+    for point in (initial_points or []) if fresh else []:
+        study.enqueue_trial(optuna_params(plan.space, point))
     remaining = max(0, plan.total_trials - finished)
     logger.info("sweep %s: %d trials finished, %d to run (of %d), up to %d at once; study journal %s",
                 plan.name, finished, remaining, plan.total_trials, plan.max_concurrent, plan.journal)
@@ -240,17 +246,19 @@ def run_trials(plan: SweepPlan, trials: int, *, address: str | None, workers_per
 def run_sweep(cfg: ExperimentConfig, resolved: dict[str, Any], *, address: str | None = None,
               resume: bool = False, num_trials: int | None = None, workers_per_trial: int | None = None,
               max_concurrent: int | None = None, storage_path: str | None = None,
-              initial_points: list[dict[str, Any]] | None = None, plots: bool = True) -> SweepResult:
+              initial_points: list[dict[str, Any]] | None = None, include_default: bool = False,
+              plots: bool = True) -> SweepResult:
     """Run (or resume) the experiment's sweep; returns where it lives, what ran and the report.
 
     resolved: the resolved mapping `cfg` was validated from (`LoadedExperiment.resolved`); samples are
     applied to it by path. initial_points: samples ({path: value}) to try first, e.g. the defaults;
-    used only by a new sweep.
+    used only by a new sweep. include_default: a new sweep's first trial runs the experiment's own values
+    of the space's plain entries (study.default_point), so the report shows the default beside the rest.
     """
     plan = plan_sweep(cfg, resolved, num_trials=num_trials, max_concurrent=max_concurrent,
                       storage_path=storage_path)
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
-    remaining = open_sweep_study(plan, resume=resume, initial_points=initial_points)
+    remaining = open_sweep_study(plan, resume=resume, initial_points=initial_points, include_default=include_default)
     results = run_trials(plan, remaining, address=address, workers_per_trial=workers_per_trial) if remaining else None
     study = open_study(plan.journal, plan.name, plan.modes, create=True)
     report = write_report(study, plan.space, sweep_name=plan.name, sweep_dir=plan.sweep_dir, metrics=plan.metrics,

@@ -31,6 +31,7 @@ from audiostyle.platform.config.loader import config_from_dict
 from audiostyle.platform.core.atomic_files import atomic_write, write_text_atomic
 from audiostyle.platform.core.modes import optuna_direction, smaller_is_better
 from audiostyle.platform.sweeps.space import SearchSpace
+from audiostyle.platform.sweeps.study import DEFAULT_ATTR
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class TrialRow:
     step: int | None = None
     checkpoint_path: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    is_default: bool = False  # the trial `--include-default` enqueued: the experiment's own values
 
     def stopped_early(self, max_steps: int) -> bool:
         return self.state == "COMPLETE" and self.step is not None and self.step < max_steps
@@ -91,11 +93,12 @@ def collect_rows(study: Any, ledger: dict[int, dict[str, Any]], metrics: list[st
             sample=dict(trial.user_attrs.get("sample", {})), run_name=trial.user_attrs.get("run_name", ""),
             step=int(step) if isinstance(step, (int, float)) else None,
             checkpoint_path=last.get("checkpoint_path"), metrics=last,
+            is_default=bool(trial.user_attrs.get(DEFAULT_ATTR)),
         ))
     return rows
 
 
-def _better_key(row: TrialRow, modes: list[str]) -> tuple[float, ...]:
+def rank_key(row: TrialRow, modes: list[str]) -> tuple[float, ...]:
     """Sort key, smaller is better; trials without values last."""
     if row.state != "COMPLETE" or any(v is None or math.isnan(v) for v in row.values):
         return tuple(math.inf for _ in modes)
@@ -104,10 +107,10 @@ def _better_key(row: TrialRow, modes: list[str]) -> tuple[float, ...]:
 
 def pareto_front(rows: list[TrialRow], modes: list[str]) -> list[TrialRow]:
     """Completed trials that no other completed trial beats on every objective, best first objective first."""
-    scored = [(r, _better_key(r, modes)) for r in rows if math.inf not in _better_key(r, modes)]
+    scored = [(r, rank_key(r, modes)) for r in rows if math.inf not in rank_key(r, modes)]
     front = [r for r, key in scored
              if not any(all(o <= k for o, k in zip(other, key)) and other != key for _, other in scored)]
-    return sorted(front, key=lambda r: _better_key(r, modes))
+    return sorted(front, key=lambda r: rank_key(r, modes))
 
 
 def best_row(rows: list[TrialRow], modes: list[str]) -> TrialRow | None:
@@ -129,8 +132,8 @@ def format_table(rows: list[TrialRow], metrics: list[str], modes: list[str], pat
     """Header and rows as text (numbers to 4 digits if `short`, else exact), best trial first."""
     header = ["trial", "run", "state", "step", "stopped_early", *metrics, *paths, "checkpoint_path"]
     body = []
-    for row in sorted(rows, key=lambda r: (_better_key(r, modes), r.number)):
-        body.append([str(row.number), row.run_name, row.state, _fmt(row.step),
+    for row in sorted(rows, key=lambda r: (rank_key(r, modes), r.number)):
+        body.append([str(row.number), row.run_name + (" (default)" if row.is_default else ""), row.state, _fmt(row.step),
                      "yes" if row.stopped_early(max_steps) else "no",
                      *(_fmt(v, short) for v in row.values), *(_fmt(row.sample.get(p), short) for p in paths),
                      row.checkpoint_path or "-"])

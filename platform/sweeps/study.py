@@ -7,6 +7,7 @@ truth: a resumed sweep re-opens it, so the sampler sees every finished trial.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,10 @@ from audiostyle.platform.core.modes import optuna_direction
 from audiostyle.platform.sweeps.space import SearchSpace
 from audiostyle.platform.training.private_apis import mark_trial_interrupted
 
+logger = logging.getLogger(__name__)
+
 JOURNAL_NAME = "optuna.journal"
+DEFAULT_ATTR = "default"  # user attribute of the trial that runs the experiment's own values
 
 
 def journal_storage(journal: Path) -> Any:
@@ -72,6 +76,31 @@ def optuna_params(space: SearchSpace, sample: dict[str, Any]) -> dict[str, Any]:
                               f"can ({', '.join(by_path)}); curriculum boundaries are sampled by position",
                               path="sweep.space")
     return {by_path[p].param_name: by_path[p].display_value(v) for p, v in sample.items()}
+
+
+def default_point(space: SearchSpace) -> dict[str, Any]:
+    """The experiment's own values of the plain entries of the space, as a starting point (`--include-default`).
+
+    A `*` entry counts when every field it matches holds one value; entries whose `when:` does not hold,
+    whose value lies outside the searched range or choices, or that differ between fields are left to the
+    sampler (logged), as are curriculum boundaries (they are sampled by position)."""
+    from audiostyle.platform.config.dotted_paths import expand_path, get_path
+    from audiostyle.platform.sweeps.space import condition_holds
+
+    point: dict[str, Any] = {}
+    for entry in space.independent:
+        if not condition_holds(space.resolved, entry.when):
+            continue
+        paths = expand_path(space.resolved, entry.path) if "*" in entry.path.split(".") else [entry.path]
+        values = [get_path(space.resolved, p) for p in paths]
+        value = values[0] if values and all(v == values[0] for v in values) else None
+        inside = value in entry.choices if entry.kind == "choice" else (
+            isinstance(value, (int, float)) and entry.low <= value <= entry.high)
+        if value is None or not inside:
+            logger.info("the default of %s (%s) is not a point of its range: the sampler draws it", entry.path, values)
+            continue
+        point[entry.path] = value
+    return point
 
 
 def make_sampler(seed: int, total_trials: int) -> Any:

@@ -52,6 +52,7 @@ from audiostyle.platform.training.lr_schedule import make_scheduler
 from audiostyle.platform.training.progress_log import ProgressMeter, TrainingLogger, progress_line
 from audiostyle.platform.training.rank_collectives import gather_objects, mean_across_ranks, mean_of_sums
 from audiostyle.platform.training.test_hooks import NO_HOOKS
+from audiostyle.platform.training.unseen_validation import UnseenPairValidation
 from audiostyle.platform.training.worker_scaling import DataPosition, WorldScale, validation_share
 
 if TYPE_CHECKING:
@@ -132,6 +133,7 @@ class WorkerLoop:
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.device = ray.train.torch.get_device()
         self.curriculum = Curriculum.from_config(cfg)
+        self.unseen = UnseenPairValidation.from_config(cfg)  # data.val_unseen_players; read before training
         self.scale = WorldScale.derive(world=self.world, num_workers=cfg.scaling.num_workers,
                                        grad_accum=cfg.optim.grad_accum, batch_size=cfg.data.batch_size)
         self.accum = self.scale.grad_accum  # more micro-batches per step on a smaller elastic group
@@ -308,8 +310,12 @@ class WorkerLoop:
             for k, v in metrics.items():
                 sums[k] += float(v)
             count += 1
+        val = {f"val/{k}": v for k, v in mean_of_sums(sums, count, self.world, self.device).items()}
+        if self.unseen is not None:
+            val.update(self.unseen.metrics(self.model, rank=self.rank, world=self.world, device=self.device,
+                                           autocast=self._autocast))
         self.model.train()
-        return {f"val/{k}": v for k, v in mean_of_sums(sums, count, self.world, self.device).items()}, first
+        return val, first
 
     def save(self, directory: str, metrics: dict[str, Any], rng: list[dict[str, Any]]) -> None:
         optim_state = {
