@@ -257,3 +257,14 @@ def test_the_default_point_runs_the_recipe_itself_and_is_marked_in_the_report(tm
         "curriculum.phases.*.ramp": {"float": [0.0, 0.5]}}))
     assert default_point(narrow) == {"optim.weight_decay": curriculum["optim"]["weight_decay"],
                                      "curriculum.phases.*.ramp": 0.25}  # every phase with a ramp has 0.25
+
+
+def test_the_embedded_ray_holds_every_trials_workers_and_their_drivers():
+    from audiostyle.platform.sweeps.driver import TRIAL_DRIVER_CPUS, local_cpus
+
+    cfg = load_experiment(EXPERIMENTS / "sweep_any_player.yaml")
+    assert cfg.scaling.cpus_per_worker == 2
+    # one trial of one 2-CPU worker: 2 would leave its worker waiting for the driver's sliver forever
+    assert local_cpus(cfg, 1, 1) >= 2 + TRIAL_DRIVER_CPUS
+    assert local_cpus(cfg, 3, 2) >= 3 * (2 * 2 + TRIAL_DRIVER_CPUS)
+    assert local_cpus(cfg, 3, 2) == 13  # and no more than that

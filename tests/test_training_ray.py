@@ -48,6 +48,20 @@ def reports(result) -> dict[int, dict]:
 
 
 @pytest.mark.ray
+def test_workers_run_at_the_priority_audiostyle_was_started_with(ray_local):
+    """Ray renices its workers by +15 unless told otherwise: a training then got a few percent of the cores
+    beside any ordinary process (an evaluation)."""
+    import os
+
+    @ray_local.remote(num_cpus=0)
+    class Probe:
+        def niceness(self) -> int:
+            return os.nice(0)
+
+    assert ray_local.get(Probe.remote().niceness.remote()) == os.nice(0)
+
+
+@pytest.mark.ray
 def test_resume_after_stop_matches_uninterrupted_run(ray_local, tiny_config, tmp_path):
     cfg = tiny_config("train.max_steps=6", "train.val_every=2", "train.keep_top_k=3")  # keep all 3
     full = train(cfg, tmp_path, "full", test_hooks=WorkerTestHooks(probe_dir=str(tmp_path / "p_full")))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,13 +232,21 @@ def make_tuner(plan: SweepPlan, trials: int, workers: int) -> Any:
     )
 
 
+def local_cpus(cfg: ExperimentConfig, max_concurrent: int, workers: int) -> int:
+    """Logical CPUs of the embedded Ray for `max_concurrent` trials of `workers` workers each. Each running
+    trial holds its driver's sliver of a CPU beside its workers' whole ones: counting only the workers, a
+    trial whose workers take every core could never start them (the worker group times out)."""
+    per_trial = workers * max(1, cfg.scaling.cpus_per_worker) + TRIAL_DRIVER_CPUS
+    return math.ceil(max_concurrent * per_trial)
+
+
 def run_trials(plan: SweepPlan, trials: int, *, address: str | None, workers_per_trial: int | None) -> Any:
     """Start or join Ray and run `trials` trials, up to max_concurrent at once; Tune's ResultGrid."""
     from audiostyle.platform.training.ray_runtime import check_shared_storage, ensure_ray
 
     cfg = plan.cfg
     workers = workers_per_trial or cfg.scaling.num_workers
-    ensure_ray(address, num_cpus=plan.max_concurrent * workers * max(1, cfg.scaling.cpus_per_worker))
+    ensure_ray(address, num_cpus=local_cpus(cfg, plan.max_concurrent, workers))
     if address is not None:
         check_shared_storage(plan.runs_location)
     return make_tuner(plan, trials, workers).fit()

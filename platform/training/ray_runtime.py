@@ -39,10 +39,13 @@ JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray in the entrypoint p
 
 
 def worker_env_vars(threads: int) -> dict[str, str]:
-    """Thread caps for worker processes: without them each of N workers starts one BLAS thread per core."""
+    """Thread caps for worker processes: without them each of N workers starts one BLAS thread per core.
+    And the workers' priority: Ray renices every worker by +15, so any ordinary process beside a training
+    (an evaluation, a browser) took almost all of the cores from it; +0 keeps the priority the user started
+    `audiostyle` with (`nice audiostyle train` still lowers it)."""
     n = str(max(1, threads))
     return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
-            "TOKENIZERS_PARALLELISM": "false"}
+            "TOKENIZERS_PARALLELISM": "false", "RAY_worker_niceness": "0"}
 
 
 def filesystem_type(path: str) -> str:
