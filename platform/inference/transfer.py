@@ -226,9 +226,8 @@ def transfer_files(bundle_or_model: str | Path | Transferer, inputs: Sequence[st
     With a `reference` clip its style is the target instead of the instrument's prototype (an instrument the
     bundle was never told of, a player's own sound); without `target_instrument` the outputs are named after
     the reference, `<name>.<reference name>.<format>`. Everything is checked first (output folder,
-    instrument, output names, every file readable and
-    non-silent, the reference), so a bad input stops the run before any output exists. Prints each file's
-    real-time factor through `log`.
+    instrument, output names, every file readable and non-silent, the reference), so a bad input stops the
+    run before any output exists. Prints each file's real-time factor through `log`.
     """
     log = log or (lambda s: print(s, file=sys.stderr))
     if target_instrument is None and reference is None:

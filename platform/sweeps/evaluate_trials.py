@@ -85,20 +85,16 @@ def trials_to_evaluate(rows: list[TrialRow], modes: list[str], count: int) -> li
     return [(r, True) for r in best] + [(r, False) for r in extra]
 
 
-def _provenance_checkpoint(meta_path: Path) -> str | None:
-    try:
-        return json.loads(meta_path.read_text())["provenance"]["checkpoint"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def export_trial(row: TrialRow, folder: Path, *, data_root: str | None, device: str) -> Path:
     """The trial's reported checkpoint as a bundle in `folder` (kept when it already holds that checkpoint's)."""
     from audiostyle.platform.bundles.export import export_bundle
-    from audiostyle.platform.bundles.load import META_FILE
+    from audiostyle.platform.bundles.load import read_bundle_meta
 
-    if _provenance_checkpoint(folder / META_FILE) == str(row.checkpoint_path):
-        return folder
+    try:
+        if read_bundle_meta(folder).get("provenance", {}).get("checkpoint") == str(row.checkpoint_path):
+            return folder
+    except CheckpointError:  # none there yet, or damaged: exported (again) below
+        pass
     return export_bundle(str(row.checkpoint_path), folder, data_root=data_root, metrics=row.metrics,
                          device=device, overwrite=True)
 
