@@ -25,7 +25,7 @@ import numpy as np
 SAMPLE_RATE = 22_050
 
 
-def test_audio(root: Path, name: str) -> list[np.ndarray]:
+def oracle_clips(root: Path, name: str) -> list[np.ndarray]:
     """The test split of instrument `name` (the reference set's renderings: every evaluation's oracle)."""
     from audiostyle.datasets.audio_io import to_rate_float32
     from audiostyle.datasets.manifest import iter_split_audio
@@ -41,29 +41,33 @@ def judge_row(root: Path, candidate: str, seconds: float, cache: dict[str, list[
     clf, _ = train_timbre_classifier(root, instruments, SAMPLE_RATE, max_seconds=seconds)
     row = {}
     for name in instruments:
-        clips = cache.setdefault(name, test_audio(root, name))
+        if name not in cache:  # setdefault would decode the split again for every candidate
+            cache[name] = oracle_clips(root, name)
+        clips = cache[name]
         probs = [clf.probabilities(clip, SAMPLE_RATE) for clip in clips]
         row[name] = {k: float(np.mean([p[k] for p in probs])) for k in instruments}
     return row
 
 
 def main() -> None:
+    from audiostyle.platform.evaluation.judge import CLASSIFIER_SECONDS, TRUST
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("data/judge_candidates"),
                         help="a demo root with piano, violin and the candidates, held-out sets rendered")
     parser.add_argument("--instruments", default="flute,clarinet,trumpet,oboe,alto_sax",
                         help="comma-separated candidates (each needs a folder under --data)")
-    parser.add_argument("--seconds", type=float, default=600.0,
+    parser.add_argument("--seconds", type=float, default=CLASSIFIER_SECONDS,
                         help="judge training audio per (instrument, sound set), as evaluate uses")
     args = parser.parse_args()
     cache: dict[str, list[np.ndarray]] = {}
     print("| candidate X | P(X): X's oracle | P(X): piano / violin | X's oracle taken for | baseline: P(piano) / "
-          "P(violin) of their oracles | oracle >= 0.9, input <= 0.2 |")
+          f"P(violin) of their oracles | oracle >= {TRUST['oracle_min']}, input <= {TRUST['identity_max']} |")
     print("|---|---|---|---|---|---|")
     for x in [s.strip() for s in args.instruments.split(",") if s.strip()]:
         row = judge_row(args.data, x, args.seconds, cache)
         taken = ", ".join(f"{k} {v:.2f}" for k, v in row[x].items())
-        trusted = row[x][x] >= 0.9 and max(row["piano"][x], row["violin"][x]) <= 0.2
+        trusted = row[x][x] >= TRUST["oracle_min"] and max(row["piano"][x], row["violin"][x]) <= TRUST["identity_max"]
         print(f"| {x} | {row[x][x]:.2f} | {row['piano'][x]:.2f} / {row['violin'][x]:.2f} | {taken} | "
               f"{row['piano']['piano']:.2f} / {row['violin']['violin']:.2f} | {'yes' if trusted else 'no'} |",
               flush=True)
