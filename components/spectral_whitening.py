@@ -46,14 +46,14 @@ def upper_envelope(logmag: Tensor, width: int = DEFAULT_WIDTH) -> Tensor:
     return F.interpolate(peaks, size=shape[-1], mode="linear", align_corners=False).reshape(shape)
 
 
-def fine_structure(logmag: Tensor, width: int = DEFAULT_WIDTH) -> Tensor:
-    """`logmag` minus its upper envelope, in [-FINE_DEPTH, 0]: which partials sound, without how loud or in
+def fine_structure(logmag: Tensor, width: int = DEFAULT_WIDTH, depth: float = FINE_DEPTH) -> Tensor:
+    """`logmag` minus its upper envelope, in [-depth, 0]: which partials sound, without how loud or in
     what colour. Regions more than ENVELOPE_RANGE below the frame's loudest are measured from that level,
     not from their own envelope, so a player's hiss or a room's tail in an empty band does not read as a
-    partial; valleys deeper than FINE_DEPTH read alike (how deep is the sample set's noise floor)."""
+    partial; valleys deeper than `depth` read alike (how deep is the sample set's noise floor)."""
     envelope = upper_envelope(logmag, width)
     envelope = torch.maximum(envelope, envelope.amax(dim=-1, keepdim=True) - ENVELOPE_RANGE)
-    return (logmag - envelope).clamp_min(-FINE_DEPTH)
+    return (logmag - envelope).clamp_min(-depth)
 
 
 def relative_level(logmag: Tensor, width: int = DEFAULT_WIDTH) -> Tensor:

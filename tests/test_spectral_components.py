@@ -72,6 +72,29 @@ def test_spectral_filter_starts_as_the_identity_and_the_generator_does_not():
     assert float((generator.transfer(audio, style) - audio).pow(2).mean() / audio.pow(2).mean()) > 0.5
 
 
+def test_envelope_filter_keeps_the_gaps_between_partials_as_deep_as_fine_depth_says():
+    """The untrained envelope filter writes the input's fine structure: its partials at the top, the gaps
+    between them no deeper than `fine_depth` below (17 dB by default, what the content encoder reads), and
+    deeper with a deeper `fine_depth`; the partials stay where they were either way."""
+    from audiostyle.components.log_stft_frontend import LogStftFrontend
+    from audiostyle.components.spectral_decoder import SpectralEnvelopeFilterDecoder
+
+    feats = LogStftFrontend(SR)(harmonic_tone(220.0, 1.0)[None])
+    frames = feats.shape[2]
+
+    @torch.no_grad()
+    def output(**kwargs):
+        decoder = SpectralEnvelopeFilterDecoder(513, content_dim=8, style_dim=4, dim=8, **kwargs)
+        return decoder(torch.zeros(1, frames, 8), torch.zeros(1, 4), feats, source=feats)[0, 0, frames // 2]
+
+    shallow, deep = output(), output(fine_depth=4.0, added_offset=-8.0)
+    gaps = slice(60, 300)  # between the partials of 220 Hz and up to 6 kHz: mostly gaps
+    assert float(shallow[gaps].min()) > -2.01 and float(deep[gaps].min()) < -3.5
+    assert int(shallow.argmax()) == int(deep.argmax()) == int(feats[0, 0, frames // 2].argmax())
+    with pytest.raises(ValueError, match="fine_depth"):
+        SpectralEnvelopeFilterDecoder(513, content_dim=8, style_dim=4, fine_depth=0.0)
+
+
 def test_cross_reconstruction_trains_content_style_and_decoder_from_pairs():
     torch.manual_seed(0)
     model = build_timbre_model(recipe()).train()
@@ -112,6 +135,27 @@ def test_log_spectral_l1_is_the_mean_absolute_log_difference():
     assert float(loss(a, b)) == pytest.approx(0.5) and loss.needs_waveforms is False
     with pytest.raises(ValueError, match="differ"):
         loss(a, b[:, :, :2])
+
+
+def test_onset_weight_makes_a_missed_attack_cost_more_than_the_same_error_in_a_sustain():
+    """A target that is silent, then struck at frame 10 and sustained: an error of 1 nat on the attack frame
+    costs more with `onset_weight` than without, the same error on a sustained frame less; an error of the
+    same size on every frame costs what it did (the weights keep the loss's scale)."""
+    from audiostyle.platform.core.errors import ConfigError
+    from audiostyle.platform.core.registry import build
+
+    plain = build("loss", {"component": "log_spectral_l1"}, path="losses.x", sample_rate=SR)
+    onset = build("loss", {"component": "log_spectral_l1", "onset_weight": 2.0}, path="losses.x", sample_rate=SR)
+    target = torch.full((1, 1, 40, 8), -6.0)
+    target[:, :, 10:] = 0.0  # struck at frame 10, held
+    at_attack, in_sustain = target.clone(), target.clone()
+    at_attack[:, :, 10] += 1.0
+    in_sustain[:, :, 30] += 1.0
+    assert float(onset(at_attack, target)) > 5 * float(plain(at_attack, target))
+    assert float(onset(in_sustain, target)) < float(plain(in_sustain, target))
+    assert float(onset(target + 0.5, target)) == pytest.approx(0.5)
+    with pytest.raises(ConfigError, match="onset_weight"):
+        build("loss", {"component": "log_spectral_l1", "onset_weight": -1.0}, path="losses.x", sample_rate=SR)
 
 
 @pytest.mark.parametrize("base,layers,reach", [(2, 4, 15), (3, 4, 40), (3, 5, 121)])
