@@ -93,11 +93,11 @@ class SpectralEnvelopeFilterDecoder(SpectralConvDecoder):
 
     `fine_depth` (natural log) is how deep the valleys between the input's partials may go. The content
     encoder reads them only 17 dB deep (FINE_DEPTH: what makes one passage by two players alike); the
-    decoder's base may keep them deeper, since a valley is where a partial is not, not a colour: a bowed
-    string's partials stand 40-50 dB above the gaps between them, and a base cut at 17 dB leaves every gap
-    for the gain to carve, bin by bin. With the target's own envelope over the input's fine structure,
-    the L1 to the target falls from 2.7 / 3.5 (17 dB) to 1.6 / 2.1 (35 dB), piano -> violin / violin ->
-    piano on the demo's training pairs."""
+    decoder's base may keep them deeper, since a valley is where a partial is not, not a colour: a base cut
+    at 17 dB leaves every gap deeper than that for the gain to carve, bin by bin. With the target's own
+    envelope over the input's fine structure, the L1 to the target falls from 2.7 / 3.5 (17 dB) to
+    1.6 / 2.1 (35 dB), piano -> violin / violin -> piano on the demo's training pairs; a trained model with
+    35 dB transferred no better than with 17 (README, "Any player": one seed), so the recipe keeps 17."""
 
     filters_input = True
     whitens_source = True
