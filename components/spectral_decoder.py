@@ -35,7 +35,6 @@ class SpectralConvDecoder(nn.Module):
     """Content [B, T, content_dim] + style [B, style_dim] -> log-magnitudes [B, 1, T, out_bins]."""
 
     filters_input = True
-    whitens_source = False
 
     def __init__(self, out_bins: int, content_dim: int, style_dim: int, out_channels: int = 1, dim: int = 192,
                  num_layers: int = 4, kernel_size: int = 3, added_offset: float = -4.0, dilation_base: int = 2):
@@ -63,10 +62,12 @@ class SpectralConvDecoder(nn.Module):
         if source is None or source.shape[-1] < self.out_bins:
             raise ValueError("spectral_filter filters the input's spectrum: pass the front-end features as `source`")
         gain, added = out.chunk(2, dim=-1)
-        base = source[:, 0, :, : self.out_bins]
-        if self.whitens_source:
-            base = fine_structure(base, DEFAULT_WIDTH, self.fine_depth)
+        base = self._filtered(source[:, 0, :, : self.out_bins])
         return torch.logaddexp(base + gain, added + self.added_offset).unsqueeze(1)
+
+    def _filtered(self, logmag: Tensor) -> Tensor:
+        """What of the input's log-spectrum [B, T, bins] the gain filters: all of it."""
+        return logmag
 
     def forward(self, content: Tensor, style: Tensor, target: Tensor, sampling_prob: float = 0.0,
                 source: Tensor | None = None) -> Tensor:
@@ -100,7 +101,6 @@ class SpectralEnvelopeFilterDecoder(SpectralConvDecoder):
     35 dB transferred no better than with 17 (README, "Any player": one seed), so the recipe keeps 17."""
 
     filters_input = True
-    whitens_source = True
 
     def __init__(self, out_bins: int, content_dim: int, style_dim: int, out_channels: int = 1, dim: int = 192,
                  num_layers: int = 4, kernel_size: int = 3, added_offset: float = -4.0, dilation_base: int = 2,
@@ -111,6 +111,10 @@ class SpectralEnvelopeFilterDecoder(SpectralConvDecoder):
         if not fine_depth > 0:
             raise ValueError(f"fine_depth must be > 0 (natural log), got {fine_depth}")
         self.fine_depth = float(fine_depth)
+
+    def _filtered(self, logmag: Tensor) -> Tensor:
+        """Only its fine structure, `fine_depth` deep."""
+        return fine_structure(logmag, DEFAULT_WIDTH, self.fine_depth)
 
 
 @register("decoder", "spectral_generator")

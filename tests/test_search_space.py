@@ -227,13 +227,12 @@ def test_the_default_point_runs_the_recipe_itself_and_is_marked_in_the_report(tm
     raw, _ = load_resolved(EXPERIMENTS / "sweep_any_player.yaml", ["train.max_steps=40"])
     space = SearchSpace.from_config(raw)
     recipe = load_experiment(EXPERIMENTS / "any_player_chords.yaml", ["train.max_steps=40"])
-    recipe_raw, _ = load_resolved(EXPERIMENTS / "any_player_chords.yaml", [])
     point = default_point(space)
     assert point == {"optim.lr": recipe.optim.lr, "data.pair_augment": recipe.data.pair_augment,
                      "curriculum.phases.0.weights.reconstruction": 0.25,
                      "curriculum.phases.1.weights.reconstruction": 0.25, "curriculum.phases.1.ramp": 0.0,
-                     "model.decoder.fine_depth": recipe_raw["model"]["decoder"]["fine_depth"],
-                     "losses.cross_reconstruction.onset_weight": recipe_raw["losses"]["cross_reconstruction"]["onset_weight"]}
+                     "model.decoder.fine_depth": recipe.model.decoder["fine_depth"],
+                     "losses.cross_reconstruction.onset_weight": recipe.losses["cross_reconstruction"]["onset_weight"]}
     plan = plan_sweep(config_from_dict(raw), raw, num_trials=3, max_concurrent=None, storage_path=str(tmp_path))
     assert open_sweep_study(plan, resume=False, initial_points=[{"optim.lr": 2.0e-3}], include_default=True) == 3
     study = open_study(plan.journal, plan.name, ["min"], create=False)
