@@ -86,13 +86,14 @@ def _open_shards(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 @dataclass(frozen=True)
 class PairSource:
     """Where a batch's pairs come from: the pair shards of a split, the experiment's instruments they may
-    pair (name -> label), how many pairs go into each batch, the chance of each recording condition on a
-    source (0: clean sources) and the sample rate."""
+    pair (name -> label), how many pairs go into each batch, the chance of each recording condition and of
+    a soft attack on a source (0: clean sources) and the sample rate."""
 
     shards: list[str]
     labels: dict[str, int]
     per_batch: int
     augment: float = 0.0
+    soft_attack: float = 0.0
     sample_rate: int = 22050
 
 
@@ -144,10 +145,11 @@ class MixedBatchStream(torch.utils.data.IterableDataset):
         pairs, n = self.pairs, self.num_samples
 
         augment = None
-        if pairs.augment > 0:
+        if pairs.augment > 0 or pairs.soft_attack > 0:
             from audiostyle.datasets.recording_conditions import InputAugmenter
 
-            augment = InputAugmenter(pairs.sample_rate, pairs.augment, seed=mix_seed(self.seed, _PAIR_STREAM) % 1000)
+            augment = InputAugmenter(pairs.sample_rate, pairs.augment, soft_attack=pairs.soft_attack,
+                                     seed=mix_seed(self.seed, _PAIR_STREAM) % 1000)
 
         def decoder(rng: np.random.Generator):
             augment_rng = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
@@ -247,7 +249,8 @@ def make_loader(cfg: ExperimentConfig, split: str, *, seed: int, rank: int = 0,
     num_samples = int(round(cfg.data.segment_seconds * sr))
     pairs = pair_source(cfg, split) if cfg.data.pairs is not None and split in ("train", "val") else None
     if pairs is not None and split == "train":  # validation stays clean: its metrics compare across runs
-        pairs = dataclasses.replace(pairs, augment=cfg.data.pair_augment, sample_rate=sr)
+        pairs = dataclasses.replace(pairs, augment=cfg.data.pair_augment, soft_attack=cfg.data.pair_soft_attack,
+                                    sample_rate=sr)
     stream = MixedBatchStream(shard_lists, quotas, num_samples, shuffle_buffer=cfg.data.shuffle_buffer,
                               seed=mix_seed(seed, _SPLIT_INDEX.get(split, len(_SPLIT_INDEX))),
                               rank=rank, world_size=world_size, pairs=pairs)

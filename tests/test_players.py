@@ -82,12 +82,13 @@ def test_training_pieces_are_played_by_every_player_and_program(players_root):
     assert tests and all("--" not in rid for rid in tests)  # the test split is the reference player's alone
 
 
-def _stream(players_root, augment: float, seed: int = 3):
+def _stream(players_root, augment: float, seed: int = 3, soft_attack: float = 0.0):
     from audiostyle.datasets.streaming import make_loader
     from audiostyle.platform.config.loader import load_experiment
 
     cfg = load_experiment(EXPERIMENTS / "any_player.yaml", [f"data.root={players_root}", "data.segment_seconds=1.0",
-                                                            "data.pair_batch_size=8", f"data.pair_augment={augment}"])
+                                                            "data.pair_batch_size=8", f"data.pair_augment={augment}",
+                                                            f"data.pair_soft_attack={soft_attack}"])
     return iter(make_loader(cfg, "train", seed=seed))
 
 
@@ -132,6 +133,42 @@ def test_recording_conditions_change_the_input_and_never_the_target(players_root
         np.testing.assert_array_equal(a["pair_target"].numpy(), b["pair_target"].numpy())
         np.testing.assert_array_equal(a["audio"].numpy(), b["audio"].numpy())  # unpaired clips stay clean too
         assert not np.allclose(a["pair_source"].numpy(), b["pair_source"].numpy())
+
+
+def test_a_soft_attack_on_the_inputs_softens_their_onsets_and_never_the_target(players_root):
+    from audiostyle.platform.evaluation.metrics import onset_contrast
+
+    clean, bowed = _stream(players_root, 0.0), _stream(players_root, 0.0, soft_attack=1.0)
+    contrast = {"clean": [], "bowed": []}
+    for _ in range(2):
+        a, b = next(clean), next(bowed)
+        np.testing.assert_array_equal(a["pair_target"].numpy(), b["pair_target"].numpy())
+        for name, batch in (("clean", a), ("bowed", b)):
+            contrast[name] += [onset_contrast(clip, 22050) for clip in batch["pair_source"].numpy()]
+    assert np.median(contrast["bowed"]) < 0.9 * np.median(contrast["clean"]), contrast
+
+
+def test_a_soft_attack_softens_a_voice_entering_under_a_held_one_and_leaves_held_levels():
+    """Per frequency: a broadband level barely rises when one voice of a chord enters (3 dB here), so a
+    level follower over the whole clip would leave the new voice's onset as sharp as it was."""
+    from audiostyle.datasets.recording_conditions import soft_attack
+
+    sr = 22050
+    t = np.arange(2 * sr) / sr
+    held = 0.2 * np.sin(2 * np.pi * 440 * t)
+    entering = 0.2 * np.sin(2 * np.pi * 660 * t) * (t >= 1.0)
+    out = soft_attack((held + entering).astype(np.float32), sr, rise_seconds=0.2)
+    assert out.shape == t.shape and out.dtype == np.float32
+
+    def level(wave: np.ndarray, hz: float, start: float) -> float:
+        seg = wave[int(start * sr): int(start * sr) + 1024] * np.hanning(1024)
+        return float(np.abs(np.fft.rfft(seg))[int(round(hz * 1024 / sr))])
+
+    clean = held + entering
+    assert level(out, 660, 1.01) < 0.5 * level(clean, 660, 1.01)  # the new voice's first 50 ms: softened
+    assert level(out, 660, 1.8) == pytest.approx(level(clean, 660, 1.8), rel=0.12)  # ...and it ends at its level
+    for start in (0.5, 1.01, 1.8):  # the held voice is left alone, before and after the entry
+        assert level(out, 440, start) == pytest.approx(level(clean, 440, start), rel=0.12)
 
 
 def test_every_evaluation_condition_changes_the_clip_as_named():
