@@ -175,6 +175,16 @@ def player_recordings(recordings: Sequence[Recording], spec: InstrumentSpec,
     return out
 
 
+def _vibrato_rng(rec: Recording, tag: str | None, spec: InstrumentSpec, chance: float,
+                 seed: int) -> np.random.Generator | None:
+    """The generator of a player's rendering's vibrato, drawn with `chance` per recording (None: plain)."""
+    if tag is None or not spec.vibrato or not chance:
+        return None
+    if stable_rng("vibrato", seed, rec.recording_id).random() >= chance:
+        return None
+    return stable_rng("vibrato-swing", seed, rec.recording_id)
+
+
 def _signature(**fields: object) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -209,17 +219,22 @@ def stage_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano
                heldout_soundfont: bool = True, paired: bool = True, progress: bool = False,
                sample_rate: int = 22050, cache_dir: str | os.PathLike | None = None,
                soundfont_dirs: Sequence[str | os.PathLike] | None = None,
-               players: Sequence[str] = (TRAINING_SOUNDFONT,), chords: float = 0.0) -> dict:
+               players: Sequence[str] = (TRAINING_SOUNDFONT,), chords: float = 0.0, vibrato: float = 0.0) -> dict:
     """Render the demo audio as FLAC under `<out_root>/.render/` and write `<out_root>/notes/`.
 
     Per instrument the result lists the JSONL manifest (path, recording_id, split) that
     `datasets.ingest.add_instrument` reads, and the training renderings by piece (for the pairs).
     Staged FLAC is reused when it exists (written atomically, so an existing file is complete); the
     staging folder name carries a hash of everything that changes the audio, so other arguments never
-    reuse stale audio.
+    reuse stale audio. `vibrato` is the chance that a player's rendering of a train or val piece on an
+    instrument played with vibrato (bowed strings) swings every note on its own (NoteRenderer.render);
+    the reference's renderings, the pairs' targets, never do.
     """
     from tqdm.auto import tqdm
 
+    if not 0.0 <= vibrato <= 1.0:
+        raise ConfigError(f"must be in [0, 1], got {vibrato}", path="vibrato",
+                          hint="the chance that a player's rendering of a bowed instrument has a vibrato per note")
     specs = [instrument_spec(name) for name in instruments]
     if not specs:
         raise ConfigError("no instruments given", path="instruments")
@@ -239,7 +254,7 @@ def stage_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano
     renderers: dict[str, NoteRenderer] = {}
 
     result: dict = {"out_root": str(out_root), "sample_rate": sample_rate, "seed": seed, "paired": paired,
-                    "chords": chords,
+                    "chords": chords, "vibrato": vibrato,
                     "seconds_per_instrument": total_seconds,
                     "soundfonts": {"train": str(training_sf.path), "players": [p.name for p in player_sfs],
                                    "heldout": [str(h.path) for h in heldout_sfs]},
@@ -254,7 +269,7 @@ def stage_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano
         sig = _signature(format=RENDER_FORMAT, instrument=spec, seconds=total_seconds, seed=seed, sample_rate=sample_rate,
                          paired=paired, soundfonts=[training_sf.name, *(h.name for h in heldout_sfs)],
                          **({"players": [p.name for p in player_sfs]} if len(player_sfs) > 1 else {}),
-                         **({"chords": chords} if chords else {}))
+                         **({"chords": chords} if chords else {}), **({"vibrato": vibrato} if vibrato and spec.vibrato else {}))
         stage = out_root / ".render" / f"{spec.name}-{sig}"
         rows, training_renders, player_renders = [], {}, {}
         for rec, soundfont, tag in tqdm(jobs, desc=f"render {spec.name}", unit="piece", disable=not progress):
@@ -264,7 +279,8 @@ def stage_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("piano
                     renderers[soundfont.name] = NoteRenderer(soundfont, sample_rate)
                 start = time.perf_counter()
                 program = spec.program if rec.program is None else rec.program
-                audio = renderers[soundfont.name].render(program, rec.notes)
+                swing = _vibrato_rng(rec, tag, spec, vibrato, seed)
+                audio = renderers[soundfont.name].render(program, rec.notes, vibrato=swing)
                 render_wall += time.perf_counter() - start
                 rendered_seconds += len(audio) / sample_rate
                 atomic_write(path, lambda tmp, a=audio: sf.write(tmp, a, sample_rate, format="FLAC", subtype="PCM_16"))
@@ -292,7 +308,7 @@ def render_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("pian
                 heldout_soundfont: bool = True, paired: bool = True, progress: bool = False,
                 sample_rate: int = 22050, cache_dir: str | os.PathLike | None = None,
                 soundfont_dirs: Sequence[str | os.PathLike] | None = None,
-                players: Sequence[str] = (TRAINING_SOUNDFONT,), chords: float = 0.0) -> dict:
+                players: Sequence[str] = (TRAINING_SOUNDFONT,), chords: float = 0.0, vibrato: float = 0.0) -> dict:
     """Render and ingest demo instruments under `out_root`; returns what was made.
 
     `<out_root>/<instrument>/` gets shards + manifest.json, `<out_root>/notes/` the paired test note
@@ -305,7 +321,7 @@ def render_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("pian
     result = stage_demo(out_root, instruments, seconds_per_instrument=seconds_per_instrument, minutes=minutes,
                         seed=seed, heldout_soundfont=heldout_soundfont, paired=paired, progress=progress,
                         sample_rate=sample_rate, cache_dir=cache_dir, soundfont_dirs=soundfont_dirs,
-                        players=players, chords=chords)
+                        players=players, chords=chords, vibrato=vibrato)
     for name, info in result["instruments"].items():
         info.update(_ingest(name, Path(info["source_manifest"]), Path(out_root) / name,
                             sample_rate=sample_rate, seed=seed, progress=progress))

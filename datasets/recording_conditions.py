@@ -29,6 +29,7 @@ import numpy as np
 CONDITIONS: dict[str, str] = {
     "vibrato": "played with vibrato: pitch +-30 cents and level +-2 dB at 5.5 Hz",
     "soft_attack": "bowed in: every rise in level, in each frequency, spread over 150 ms",
+    "bow_noise": "bow noise: noise shaped like each moment's spectrum, 12 dB under it, between the partials too",
     "room": "played in a room, RT60 0.7 s (image-source impulse response)",
     "tilt_up": "EQ tilt +6 dB: high shelf +6 dB above 3 kHz, low shelf -6 dB below 300 Hz",
     "tilt_down": "EQ tilt -6 dB: high shelf -6 dB above 3 kHz, low shelf +6 dB below 300 Hz",
@@ -101,6 +102,25 @@ def soft_attack(wave: np.ndarray, sample_rate: int, *, rise_seconds: float) -> n
     return out.astype(np.float32)
 
 
+def bow_noise(wave: np.ndarray, sample_rate: int, *, level_db: float, seed: int) -> np.ndarray:
+    """`wave` plus noise that follows it: in each STFT frame, complex Gaussian noise shaped by the frame's
+    spectrum smoothed over 9 bins (190 Hz at 22.05 kHz, wider than the gap between low partials), `level_db`
+    under it. A bow's noise sounds with the note and fills the valleys between partials; FluidR3's violin
+    has it (its chords' harmonicity 0.81 of the target's, the training sets' 1.01), a stationary hiss does
+    not follow the notes, and a model that never heard it lets it through as a sustained wash."""
+    import librosa
+    from scipy.ndimage import uniform_filter1d
+
+    hop = 256
+    wave = np.asarray(wave, dtype=np.float32)
+    spec = librosa.stft(wave, n_fft=1024, hop_length=hop)
+    shape = uniform_filter1d(np.abs(spec), size=9, axis=0, mode="nearest")
+    rng = np.random.default_rng(seed)
+    noise = (rng.standard_normal(spec.shape) + 1j * rng.standard_normal(spec.shape)) / np.sqrt(2.0)
+    out = librosa.istft(spec + shape * noise * 10.0 ** (level_db / 20.0), hop_length=hop, length=len(wave))
+    return out.astype(np.float32)
+
+
 def reverberate(wave: np.ndarray, rir: np.ndarray) -> np.ndarray:
     """`wave` convolved with `rir`, cut to its length, at the input's RMS."""
     from scipy.signal import fftconvolve
@@ -130,6 +150,8 @@ def apply_condition(wave: np.ndarray, sample_rate: int, condition: str, *, seed:
         return vibrato(wave, sample_rate, rate_hz=5.5, depth_cents=30.0, tremolo_db=2.0), sample_rate
     if condition == "soft_attack":
         return soft_attack(wave, sample_rate, rise_seconds=0.15), sample_rate
+    if condition == "bow_noise":
+        return bow_noise(wave, sample_rate, level_db=-12.0, seed=seed), sample_rate
     if condition == "room":
         return reverberate(wave, room_bank(sample_rate, 1, TEST_ROOM_SEED, (0.7, 0.7))[0]), sample_rate
     if condition == "rate_44k":
@@ -166,19 +188,20 @@ class _seeded:
 
 class InputAugmenter:
     """Random playing and recording conditions for a training input: each of vibrato, room, EQ, hiss and
-    gain with probability `probability`, and a soft attack (rises spread over 50-400 ms) with probability
-    `soft_attack`, in the order a recording chain applies them (player, room, microphone, noise, gain)."""
+    gain with probability `probability`, a soft attack (rises spread over 50-400 ms) with probability
+    `soft_attack` and bow noise (8-24 dB under the spectrum) with probability `bow_noise`, in the order a recording chain applies them (player, room, microphone, noise, gain)."""
 
-    def __init__(self, sample_rate: int, probability: float, *, soft_attack: float = 0.0, rooms: int = 12,
-                 seed: int = 0):
+    def __init__(self, sample_rate: int, probability: float, *, soft_attack: float = 0.0, bow_noise: float = 0.0,
+                 rooms: int = 12, seed: int = 0):
         from audiomentations import AddGaussianSNR, Gain, HighShelfFilter, LowShelfFilter
 
-        for name, value in (("probability", probability), ("soft_attack", soft_attack)):
+        for name, value in (("probability", probability), ("soft_attack", soft_attack), ("bow_noise", bow_noise)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         self.sample_rate = int(sample_rate)
         self.probability = float(probability)
         self.soft_attack = float(soft_attack)
+        self.bow_noise = float(bow_noise)
         self.rooms = room_bank(self.sample_rate, rooms, seed) if probability > 0 else ()
         p = self.probability
         # EQ: one shelf at each end, each up or down by as much as 9 dB (a bright or dark microphone), the
@@ -193,7 +216,7 @@ class InputAugmenter:
     def __call__(self, wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A corrupted copy of `wave` (the argument is left untouched); `rng` picks which conditions apply
         and the room, and seeds audiomentations' own draws so a stream's seed fixes its augmentations."""
-        if self.probability == 0.0 and self.soft_attack == 0.0:
+        if self.probability == 0.0 and self.soft_attack == 0.0 and self.bow_noise == 0.0:
             return wave
         out = np.array(wave, dtype=np.float32, copy=True)
         if rng.random() < self.probability:
@@ -203,6 +226,8 @@ class InputAugmenter:
         # drawn only when asked for, so a stream without it keeps the draws (and the runs) it always had
         if self.soft_attack > 0.0 and rng.random() < self.soft_attack:
             out = soft_attack(out, self.sample_rate, rise_seconds=rng.uniform(0.05, 0.4))
+        if self.bow_noise > 0.0 and rng.random() < self.bow_noise:
+            out = bow_noise(out, self.sample_rate, level_db=rng.uniform(-24.0, -8.0), seed=int(rng.integers(2**31)))
         if self.rooms and rng.random() < self.probability:
             out = reverberate(out, self.rooms[int(rng.integers(len(self.rooms)))])
         with _seeded(int(rng.integers(2**31))):

@@ -38,6 +38,9 @@ class InstrumentSpec:
     # grand piano; the fiddle, a viola and a string section beside the violin): more players per instrument,
     # as SS-VQ-VAE and Slakh do. They play pairs' inputs only; targets stay the main program.
     family: tuple[int, ...] = ()
+    # Played with a vibrato of each note's own (bowed strings): `data demo --vibrato` may give players'
+    # renderings one (NoteRenderer.render's `vibrato`).
+    vibrato: bool = False
 
     @property
     def programs(self) -> tuple[int, ...]:
@@ -55,9 +58,9 @@ INSTRUMENTS: dict[str, InstrumentSpec] = {
         InstrumentSpec("harpsichord", 6, 41, 89),
         InstrumentSpec("vibraphone", 11, 53, 89),
         InstrumentSpec("guitar", 24, 40, 83),  # nylon-string; sounds an octave below written
-        InstrumentSpec("violin", 40, 55, 96, family=(110, 41, 48)),  # fiddle, viola, string ensemble: bowed strings
-        InstrumentSpec("viola", 41, 48, 84),
-        InstrumentSpec("cello", 42, 36, 76, family=(43, 41, 48)),  # contrabass, viola, string ensemble
+        InstrumentSpec("violin", 40, 55, 96, family=(110, 41, 48), vibrato=True),  # fiddle, viola, string ensemble
+        InstrumentSpec("viola", 41, 48, 84, vibrato=True),
+        InstrumentSpec("cello", 42, 36, 76, family=(43, 41, 48), vibrato=True),  # contrabass, viola, string ensemble
         InstrumentSpec("harp", 46, 36, 96),
         InstrumentSpec("trumpet", 56, 55, 82),
         InstrumentSpec("french_horn", 60, 41, 77),
@@ -178,42 +181,87 @@ class NoteRenderer:
         except Exception as exc:  # tinysoundfont raises a bare Exception on unreadable files
             raise DataError(f"{soundfont.path}: cannot load this SoundFont ({exc}); remove it or reinstall its package") from exc
 
-    def render(self, program: int, notes: Sequence[dict], *, tail_seconds: float = 1.0, peak: float = 0.9) -> np.ndarray:
+    def render(self, program: int, notes: Sequence[dict], *, tail_seconds: float = 1.0, peak: float = 0.9,
+               vibrato: np.random.Generator | None = None) -> np.ndarray:
         """Mono float32 audio of `notes` (dicts with onset, offset seconds, pitch, velocity) on `program`.
 
-        The synth is silenced and flushed after each call, so a rendering does not depend on the ones
-        before it (bit-identical output for the same notes). The result is scaled to `peak` so PCM_16 FLAC
-        neither clips nor wastes bits.
+        With `vibrato` (a generator), every note sounds on a MIDI channel of its own with a pitch-bend
+        vibrato drawn for it (VIBRATO_RATE_HZ, VIBRATO_CENTS, a random phase), so the voices of a chord
+        swing independently, as a string player's do; without it, one channel and no bend. The synth is
+        silenced and flushed after each call, so a rendering does not depend on the ones before it
+        (bit-identical output for the same notes and generator state). The result is scaled to `peak` so
+        PCM_16 FLAC neither clips nor wastes bits.
         """
         synth = self._synth
-        synth.program_select(0, self._sfid, 0, int(program))
         sr = self.sample_rate
-        events: list[tuple[int, int, int, int]] = []
-        for note in notes:
+        channels = _assign_channels(notes) if vibrato is not None else [0] * len(notes)
+        for channel in sorted(set(channels)):
+            synth.program_select(channel, self._sfid, 0, int(program))
+        bends: dict[int, tuple[float, ...]] = {}  # channel -> (onset s, rate Hz, cents, phase) of its last note
+        events: list[tuple] = []
+        for note, channel in zip(notes, channels, strict=True):
             start = int(round(float(note["onset"]) * sr))
             stop = max(start + 1, int(round(float(note["offset"]) * sr)))
+            swing = ((start / sr, float(vibrato.uniform(*VIBRATO_RATE_HZ)), float(vibrato.uniform(*VIBRATO_CENTS)),
+                      float(vibrato.uniform(0.0, 2 * np.pi))) if vibrato is not None else ())
             # kind 0 (off) sorts before kind 1 (on) at the same sample, so a repeated pitch re-attacks.
-            events.append((start, 1, int(note["pitch"]), int(note["velocity"])))
-            events.append((stop, 0, int(note["pitch"]), 0))
+            events.append((start, 1, int(note["pitch"]), int(note["velocity"]), channel, swing))
+            events.append((stop, 0, int(note["pitch"]), 0, channel, ()))
         events.sort()
         total = (events[-1][0] if events else 0) + int(round(tail_seconds * sr))
         stereo = np.zeros((total, 2), dtype=np.float32)
         pos = 0
-        for sample, kind, pitch, velocity in [*events, (total, -1, 0, 0)]:
-            if sample > pos:
-                block = synth.generate_simple(sample - pos)
-                stereo[pos:sample] = np.frombuffer(block, dtype=np.float32).reshape(-1, 2)
-                pos = sample
+        for sample, kind, pitch, velocity, channel, swing in [*events, (total, -1, 0, 0, 0, ())]:
+            while sample > pos:
+                # With vibrato the bends move every block; without, one block to the next event.
+                end = min(sample, pos + _BEND_BLOCK) if bends else sample
+                for ch, (onset, rate, cents, phase) in bends.items():
+                    bend = cents * np.sin(2 * np.pi * rate * (pos / sr - onset) + phase)
+                    synth.pitchbend(ch, int(np.clip(8192 + bend / (100 * _BEND_RANGE) * 8192, 0, 16383)))
+                block = synth.generate_simple(end - pos)
+                stereo[pos:end] = np.frombuffer(block, dtype=np.float32).reshape(-1, 2)
+                pos = end
             if kind == 1:
-                synth.noteon(0, pitch, velocity)
+                if swing:
+                    synth.pitchbend_range(channel, _BEND_RANGE)
+                    bends[channel] = swing
+                synth.noteon(channel, pitch, velocity)
             elif kind == 0:
-                synth.noteoff(0, pitch)
+                synth.noteoff(channel, pitch)
         synth.sounds_off()
         # "Sounds off" fades voices out over a few ms rather than cutting them; render that fade away so
-        # the next call starts from silence.
+        # the next call starts from silence, with every channel's bend back at rest.
         synth.generate_simple(int(0.1 * sr))
+        for channel in bends:
+            synth.pitchbend(channel, 8192)
         mono = stereo.mean(axis=1)
         top = float(np.abs(mono).max()) if mono.size else 0.0
         if top > 0:
             mono *= np.float32(peak / top)
         return mono
+
+
+# A string player's vibrato, drawn per note: a few Hz, tens of cents. FluidR3's violin, which no model
+# here trains on, swings each voice of a chord on its own; the training sets' violins do not swing.
+VIBRATO_RATE_HZ = (4.5, 7.0)
+VIBRATO_CENTS = (10.0, 50.0)
+_BEND_RANGE = 2.0  # semitones either way: the GM default, far more than a vibrato needs
+_BEND_BLOCK = 256  # samples between bend updates: 86 per second at 22.05 kHz, smooth at 7 Hz
+_CHANNELS = tuple(c for c in range(16) if c != 9)  # channel 10 (index 9) is General MIDI's drum kit
+
+
+def _assign_channels(notes: Sequence[dict]) -> list[int]:
+    """A channel per note, no two sounding notes sharing one, each reused as late as possible (its last
+    note's release rings on under the bend it had)."""
+    free_at = {c: -np.inf for c in _CHANNELS}
+    channels = []
+    for note in notes:
+        onset = float(note["onset"])
+        ready = [c for c in _CHANNELS if free_at[c] <= onset]
+        if not ready:
+            raise DataError(f"more than {len(_CHANNELS)} notes sound at {onset:.2f} s; a vibrato rendering gives "
+                            "each its own MIDI channel")
+        channel = min(ready, key=lambda c: free_at[c])
+        free_at[channel] = float(note["offset"])
+        channels.append(channel)
+    return channels

@@ -94,6 +94,7 @@ class PairSource:
     per_batch: int
     augment: float = 0.0
     soft_attack: float = 0.0
+    bow_noise: float = 0.0
     sample_rate: int = 22050
 
 
@@ -145,10 +146,11 @@ class MixedBatchStream(torch.utils.data.IterableDataset):
         pairs, n = self.pairs, self.num_samples
 
         augment = None
-        if pairs.augment > 0 or pairs.soft_attack > 0:
+        if pairs.augment > 0 or pairs.soft_attack > 0 or pairs.bow_noise > 0:
             from audiostyle.datasets.recording_conditions import InputAugmenter
 
             augment = InputAugmenter(pairs.sample_rate, pairs.augment, soft_attack=pairs.soft_attack,
+                                     bow_noise=pairs.bow_noise,
                                      seed=mix_seed(self.seed, _PAIR_STREAM) % 1000)
 
         def decoder(rng: np.random.Generator):
@@ -250,7 +252,7 @@ def make_loader(cfg: ExperimentConfig, split: str, *, seed: int, rank: int = 0,
     pairs = pair_source(cfg, split) if cfg.data.pairs is not None and split in ("train", "val") else None
     if pairs is not None and split == "train":  # validation stays clean: its metrics compare across runs
         pairs = dataclasses.replace(pairs, augment=cfg.data.pair_augment, soft_attack=cfg.data.pair_soft_attack,
-                                    sample_rate=sr)
+                                    bow_noise=cfg.data.pair_bow_noise, sample_rate=sr)
     stream = MixedBatchStream(shard_lists, quotas, num_samples, shuffle_buffer=cfg.data.shuffle_buffer,
                               seed=mix_seed(seed, _SPLIT_INDEX.get(split, len(_SPLIT_INDEX))),
                               rank=rank, world_size=world_size, pairs=pairs)

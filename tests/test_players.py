@@ -82,13 +82,14 @@ def test_training_pieces_are_played_by_every_player_and_program(players_root):
     assert tests and all("--" not in rid for rid in tests)  # the test split is the reference player's alone
 
 
-def _stream(players_root, augment: float, seed: int = 3, soft_attack: float = 0.0):
+def _stream(players_root, augment: float, seed: int = 3, soft_attack: float = 0.0, bow_noise: float = 0.0):
     from audiostyle.datasets.streaming import make_loader
     from audiostyle.platform.config.loader import load_experiment
 
     cfg = load_experiment(EXPERIMENTS / "any_player.yaml", [f"data.root={players_root}", "data.segment_seconds=1.0",
                                                             "data.pair_batch_size=8", f"data.pair_augment={augment}",
-                                                            f"data.pair_soft_attack={soft_attack}"])
+                                                            f"data.pair_soft_attack={soft_attack}",
+                                                            f"data.pair_bow_noise={bow_noise}"])
     return iter(make_loader(cfg, "train", seed=seed))
 
 
@@ -126,8 +127,9 @@ def test_pairs_take_their_input_from_any_player_and_their_target_from_the_refere
     assert seen[0] == {200, 300, 400} and seen[1] == {500, 600}, seen  # every player is an input
 
 
-def test_recording_conditions_change_the_input_and_never_the_target(players_root):
-    clean, augmented = _stream(players_root, 0.0), _stream(players_root, 1.0)
+@pytest.mark.parametrize("chances", [{"augment": 1.0}, {"augment": 0.0, "bow_noise": 1.0}])
+def test_recording_conditions_change_the_input_and_never_the_target(players_root, chances):
+    clean, augmented = _stream(players_root, 0.0), _stream(players_root, **chances)
     for _ in range(3):
         a, b = next(clean), next(augmented)
         np.testing.assert_array_equal(a["pair_target"].numpy(), b["pair_target"].numpy())
@@ -169,6 +171,31 @@ def test_a_soft_attack_softens_a_voice_entering_under_a_held_one_and_leaves_held
     assert level(out, 660, 1.8) == pytest.approx(level(clean, 660, 1.8), rel=0.12)  # ...and it ends at its level
     for start in (0.5, 1.01, 1.8):  # the held voice is left alone, before and after the entry
         assert level(out, 440, start) == pytest.approx(level(clean, 440, start), rel=0.12)
+
+
+def test_bow_noise_fills_the_valleys_while_a_note_sounds_and_leaves_silence_and_partials():
+    """Noise that follows the notes: the valley between two partials fills in while the note sounds, the
+    partials keep their level, a rest stays silent (a stationary hiss would fill it)."""
+    from audiostyle.datasets.recording_conditions import apply_condition
+
+    sr = 22050
+    t = np.arange(2 * sr) / sr
+    note = sum(0.2 / k * np.sin(2 * np.pi * 220 * k * t) for k in range(1, 8)) * (t < 1.0)
+    out, rate = apply_condition(note.astype(np.float32), sr, "bow_noise", seed=3)
+    assert rate == sr and out.shape == t.shape
+
+    def level_db(wave: np.ndarray, hz: float) -> float:
+        seg = wave[2000:2000 + 8192] * np.hanning(8192)  # inside the note
+        spectrum = np.abs(np.fft.rfft(seg))
+        k = int(round(hz * 8192 / sr))
+        return float(20 * np.log10(spectrum[k - 3:k + 4].max() + 1e-9))
+
+    for valley in (330.0, 550.0):
+        assert level_db(out, valley) > level_db(note, valley) + 30  # filled in
+        assert level_db(out, valley) < level_db(note, valley - 110.0) - 20  # and still under the partials
+    for partial in (220.0, 440.0):
+        assert level_db(out, partial) == pytest.approx(level_db(note, partial), abs=1.0)
+    assert np.sqrt(np.mean(out[int(1.15 * sr):] ** 2)) < 1e-4  # the rest after the note stays silent
 
 
 def test_every_evaluation_condition_changes_the_clip_as_named():

@@ -45,6 +45,14 @@ def unit_fraction(text: str) -> float:
     return value
 
 
+def probability(text: str) -> float:
+    """A chance in [0, 1] (argparse type of `data demo --vibrato`)."""
+    value = _number(float, 0, False, "")(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be at most 1 (a chance), got {text}")
+    return value
+
+
 def worker_count(text: str) -> int | tuple[int, int]:
     """`N` or `MIN-MAX` (argparse type of --workers, shared by `train` and `submit`)."""
     try:

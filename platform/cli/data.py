@@ -14,6 +14,7 @@ from audiostyle.platform.cli.argtypes import (
     positive_minutes,
     positive_number,
     positive_seconds,
+    probability,
     unit_fraction,
 )
 
@@ -114,6 +115,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="fraction of each split's seconds given to chord passages: every voice of a Bach chorale, "
                            "folded by octaves into the range every instrument plays; split with their chorale, so a "
                            "test chorale's melody and chords both stay out of training (default: 0, melodies only)")
+    demo.add_argument("--vibrato", type=probability, default=0.0, metavar="CHANCE",
+                      help="chance that a player's rendering of a train or val piece on a bowed instrument (violin, "
+                           "viola, cello) gives every note a vibrato of its own (4.5-7 Hz, 10-50 cents, each voice of a "
+                           "chord swinging on its own, as a string player's do); the reference's renderings, the pairs' "
+                           "targets, stay plain. Takes effect with a second set in --players (default: 0)")
     demo.add_argument("--no-heldout", action="store_true", help="do not render the 'heldout' split with the other "
                                                                   "SoundFonts installed")
     demo.add_argument("--soundfont-dir", action="append", default=[], metavar="DIR",
@@ -217,7 +223,8 @@ def run_demo(args: argparse.Namespace) -> int:
     result = prepare_demo(args.out, names, seconds_per_instrument=args.seconds, minutes=args.minutes, seed=args.seed,
                           heldout_soundfont=not args.no_heldout, paired=not args.unpaired, progress=True,
                           soundfont_dirs=[*SYSTEM_DIRS, *args.soundfont_dir],
-                          players=tuple(p.strip() for p in args.players.split(",") if p.strip()), chords=args.chords)
+                          players=tuple(p.strip() for p in args.players.split(",") if p.strip()), chords=args.chords,
+                          vibrato=args.vibrato)
     for name in names:
         print("\n".join(summary_lines(read_manifest(Path(args.out) / name))))
     if result.get("pairs"):

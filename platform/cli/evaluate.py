@@ -8,7 +8,7 @@ from audiostyle.platform.cli.argtypes import add_steady_pitch_option, positive_i
 
 # datasets/recording_conditions.CONDITIONS, named here so `--help` imports no numpy (tests/test_cli.py checks
 # the two agree)
-INPUT_CONDITIONS = ("vibrato", "soft_attack", "room", "tilt_up", "tilt_down", "hiss", "quiet", "rate_44k")
+INPUT_CONDITIONS = ("vibrato", "soft_attack", "bow_noise", "room", "tilt_up", "tilt_down", "hiss", "quiet", "rate_44k")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-condition", metavar="NAME", default=None,
                    choices=INPUT_CONDITIONS,
                    help="put the inputs through a playing or recording condition first: vibrato (+-30 cents at "
-                        "5.5 Hz), soft_attack (rises spread over 150 ms), room (RT60 0.7 s), tilt_up / tilt_down "
+                        "5.5 Hz), soft_attack (rises spread over 150 ms), bow_noise (noise following the spectrum, "
+                        "12 dB under it), room (RT60 0.7 s), tilt_up / tilt_down "
                         "(EQ tilt +-6 dB), hiss (30 dB SNR), quiet (-20 dB), rate_44k (arrives at 44.1 kHz)")
     add_steady_pitch_option(p)
     p.set_defaults(func=run)

@@ -78,6 +78,9 @@ class DataConfig:
     # chance of a soft attack on a pair's source: every rise spread over 50-400 ms per frequency (a bow that
     # starts a note without the click the training sets' violins start it with)
     pair_soft_attack: float = 0.0
+    # chance of bow noise on a pair's source: noise shaped like the spectrum, 8-24 dB under it, filling the
+    # valleys between partials as a bow's noise does
+    pair_bow_noise: float = 0.0
     # Held-out sound sets whose renderings of the val pieces also feed validation (val/unseen_cross_recon,
     # training/unseen_validation.py): transfer from players no trial trained on, never on test pieces.
     val_unseen_players: list[str] = field(default_factory=list)
@@ -86,7 +89,7 @@ class DataConfig:
         "sample_rate": AT_LEAST_ONE, "segment_seconds": POSITIVE, "batch_size": AT_LEAST_ONE,
         "steps_per_epoch": AT_LEAST_ONE, "val_batches": AT_LEAST_ONE, "loader_workers": NON_NEGATIVE,
         "shuffle_buffer": AT_LEAST_ONE, "pair_batch_size": AT_LEAST_ONE, "pair_augment": UNIT_INTERVAL,
-        "pair_soft_attack": UNIT_INTERVAL,
+        "pair_soft_attack": UNIT_INTERVAL, "pair_bow_noise": UNIT_INTERVAL,
     }
 
 

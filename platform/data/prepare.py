@@ -58,7 +58,7 @@ def prepare_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("pia
                  heldout_soundfont: bool = True, paired: bool = True, progress: bool = False,
                  sample_rate: int = 22050, cache_dir: str | os.PathLike | None = None,
                  soundfont_dirs: Sequence[str | os.PathLike] | None = None,
-                 players: Sequence[str] = ("timgm6mb",), chords: float = 0.0) -> dict[str, Any]:
+                 players: Sequence[str] = ("timgm6mb",), chords: float = 0.0, vibrato: float = 0.0) -> dict[str, Any]:
     """Render and ingest the demo instruments (datasets.demo_render.render_demo), then their statistics.
 
     Returns render_demo's result with each instrument's `stats` path added. Statistics that already
@@ -70,7 +70,7 @@ def prepare_demo(out_root: str | os.PathLike, instruments: Sequence[str] = ("pia
     result = render_demo(out_root, instruments, seconds_per_instrument=seconds_per_instrument, minutes=minutes,
                          seed=seed, heldout_soundfont=heldout_soundfont, paired=paired, progress=progress,
                          sample_rate=sample_rate, cache_dir=cache_dir, soundfont_dirs=soundfont_dirs,
-                         players=players, chords=chords)
+                         players=players, chords=chords, vibrato=vibrato)
     for name, info in result["instruments"].items():
         folder = Path(out_root) / name
         stats = current_stats(folder) or compute_default_stats(folder, sample_rate=sample_rate, progress=progress)
