@@ -163,7 +163,7 @@ def choose_soundfonts(available: Sequence[SoundFont], players: Sequence[str] = (
 
 
 class NoteRenderer:
-    """Renders monophonic note lists with one SoundFont, loaded once (MuseScore sf3 takes seconds to load)."""
+    """Renders note lists (melodies or chords) with one SoundFont, loaded once (MuseScore sf3 loads for seconds)."""
 
     def __init__(self, soundfont: SoundFont, sample_rate: int):
         try:
