@@ -76,6 +76,11 @@ def vibrato(wave: np.ndarray, sample_rate: int, *, rate_hz: float, depth_cents: 
     return (out * 10.0 ** (tremolo_db * np.sin(w * t + phase - np.pi / 2) / 20.0)).astype(np.float32)
 
 
+# The STFT of the per-frequency conditions (soft attack, bow noise). A hop of 12 ms keeps a rise of 50 ms
+# four frames long; a hop of 128 took 3x as long per clip.
+_N_FFT, _HOP = 1024, 256
+
+
 def soft_attack(wave: np.ndarray, sample_rate: int, *, rise_seconds: float) -> np.ndarray:
     """`wave` with every rise in level spread over about `rise_seconds`, in each frequency bin on its own (a
     bow that starts a note softly, a slow-speaking sample), falls untouched.
@@ -88,17 +93,16 @@ def soft_attack(wave: np.ndarray, sample_rate: int, *, rise_seconds: float) -> n
     """
     import librosa
 
-    hop = 256  # 12 ms: a rise of 50 ms or more is still four frames; a hop of 128 took 3x as long per clip
     wave = np.asarray(wave, dtype=np.float32)
-    spec = librosa.stft(wave, n_fft=1024, hop_length=hop)
+    spec = librosa.stft(wave, n_fft=_N_FFT, hop_length=_HOP)
     level = np.ascontiguousarray(np.abs(spec).T) + 1e-7  # [frames, bins]: each step reads one contiguous frame
-    step = 1.0 - np.exp(-hop / (rise_seconds * sample_rate))
+    step = 1.0 - np.exp(-_HOP / (rise_seconds * sample_rate))
     follow = np.empty_like(level)
     current = level[0].copy()
     for t, frame in enumerate(level):  # every bin at once; min(): a rise is slowed, a fall followed at once
         current = np.minimum(current + step * (frame - current), frame)
         follow[t] = current
-    out = librosa.istft(spec * np.minimum(follow / level, 1.0).T, hop_length=hop, length=len(wave))
+    out = librosa.istft(spec * np.minimum(follow / level, 1.0).T, hop_length=_HOP, length=len(wave))
     return out.astype(np.float32)
 
 
@@ -106,18 +110,17 @@ def bow_noise(wave: np.ndarray, sample_rate: int, *, level_db: float, seed: int)
     """`wave` plus noise that follows it: in each STFT frame, complex Gaussian noise shaped by the frame's
     spectrum smoothed over 9 bins (190 Hz at 22.05 kHz, wider than the gap between low partials), `level_db`
     under it. A bow's noise sounds with the note and fills the valleys between partials; FluidR3's violin
-    has it (its chords' harmonicity 0.81 of the target's, the training sets' 1.01), a stationary hiss does
+    has it (its chords' harmonicity 0.74 of the target's, the training sets' 1.05), a stationary hiss does
     not follow the notes, and a model that never heard it lets it through as a sustained wash."""
     import librosa
     from scipy.ndimage import uniform_filter1d
 
-    hop = 256
     wave = np.asarray(wave, dtype=np.float32)
-    spec = librosa.stft(wave, n_fft=1024, hop_length=hop)
+    spec = librosa.stft(wave, n_fft=_N_FFT, hop_length=_HOP)
     shape = uniform_filter1d(np.abs(spec), size=9, axis=0, mode="nearest")
     rng = np.random.default_rng(seed)
     noise = (rng.standard_normal(spec.shape) + 1j * rng.standard_normal(spec.shape)) / np.sqrt(2.0)
-    out = librosa.istft(spec + shape * noise * 10.0 ** (level_db / 20.0), hop_length=hop, length=len(wave))
+    out = librosa.istft(spec + shape * noise * 10.0 ** (level_db / 20.0), hop_length=_HOP, length=len(wave))
     return out.astype(np.float32)
 
 
@@ -189,7 +192,8 @@ class _seeded:
 class InputAugmenter:
     """Random playing and recording conditions for a training input: each of vibrato, room, EQ, hiss and
     gain with probability `probability`, a soft attack (rises spread over 50-400 ms) with probability
-    `soft_attack` and bow noise (8-24 dB under the spectrum) with probability `bow_noise`, in the order a recording chain applies them (player, room, microphone, noise, gain)."""
+    `soft_attack` and bow noise (8-24 dB under the spectrum) with probability `bow_noise`, in the order a
+    recording chain applies them (player, room, microphone, noise, gain)."""
 
     def __init__(self, sample_rate: int, probability: float, *, soft_attack: float = 0.0, bow_noise: float = 0.0,
                  rooms: int = 12, seed: int = 0):

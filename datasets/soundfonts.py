@@ -197,6 +197,8 @@ class NoteRenderer:
         channels = _assign_channels(notes) if vibrato is not None else [0] * len(notes)
         for channel in sorted(set(channels)):
             synth.program_select(channel, self._sfid, 0, int(program))
+            if vibrato is not None:
+                synth.pitchbend_range(channel, _BEND_RANGE)
         bends: dict[int, tuple[float, ...]] = {}  # channel -> (onset s, rate Hz, cents, phase) of its last note
         events: list[tuple] = []
         for note, channel in zip(notes, channels, strict=True):
@@ -223,7 +225,6 @@ class NoteRenderer:
                 pos = end
             if kind == 1:
                 if swing:
-                    synth.pitchbend_range(channel, _BEND_RANGE)
                     bends[channel] = swing
                 synth.noteon(channel, pitch, velocity)
             elif kind == 0:
