@@ -13,6 +13,8 @@ uniformly among the instruments the passage has, streamed from the pair shards t
 source is any player's rendering of its instrument (reference or another sound set / program, when the
 passage holds them: pairs across players); the target is always the reference rendering, and only the
 source is put through random recording conditions (`data.pair_augment`, datasets/recording_conditions.py).
+Several paired datasets (`data.pairs` a list) give training pairs in proportion to their passages, or in the
+shares `data.pair_shares` names, each dataset then streamed on its own and drawn per pair.
 
 `wds.WebDataset(resampled=True)` seeds its shard sampler from the clock and /dev/urandom, so the
 same stages are assembled here in a `wds.DataPipeline` around a deterministic `ResampledShards`;
@@ -85,17 +87,23 @@ def _open_shards(src: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class PairSource:
-    """Where a batch's pairs come from: the pair shards of a split, the experiment's instruments they may
-    pair (name -> label), how many pairs go into each batch, the chance of each recording condition and of
-    a soft attack on a source (0: clean sources) and the sample rate."""
+    """Where a batch's pairs come from: the pair shards of a split per paired dataset, the experiment's
+    instruments they may pair (name -> label), how many pairs go into each batch, the chance of each
+    recording condition and of a soft attack on a source (0: clean sources), the sample rate, and the share
+    of the pairs each dataset gives (None: all shards drawn alike, so in proportion to their passages)."""
 
-    shards: list[str]
+    datasets: list[list[str]]
     labels: dict[str, int]
     per_batch: int
     augment: float = 0.0
     soft_attack: float = 0.0
     bow_noise: float = 0.0
     sample_rate: int = 22050
+    shares: tuple[float, ...] | None = None
+
+    @property
+    def shards(self) -> list[str]:
+        return [url for shards in self.datasets for url in shards]
 
 
 class MixedBatchStream(torch.utils.data.IterableDataset):
@@ -142,7 +150,19 @@ class MixedBatchStream(torch.utils.data.IterableDataset):
 
         return self._pipeline(self.shard_lists[label], label, worker, decoder)
 
-    def pair_pipeline(self, worker: int) -> wds.DataPipeline:
+    def pair_draws(self, worker: int) -> Iterator[tuple[np.ndarray, np.ndarray, int, int]]:
+        """Endless (source, target, source label, target label): from all pair shards alike, or with
+        `shares` from each paired dataset's own stream, the dataset drawn per pair."""
+        pairs = self.pairs
+        if pairs.shares is None:  # the draws every recipe trained with before shares existed
+            return iter(self.pair_pipeline(pairs.shards, _PAIR_STREAM, worker))
+        streams = [iter(self.pair_pipeline(shards, _PAIR_STREAM + 1 + i, worker))
+                   for i, shards in enumerate(pairs.datasets)]
+        shares = np.asarray(pairs.shares, dtype=float) / sum(pairs.shares)
+        rng = np.random.default_rng(mix_seed(self.seed, _PAIR_STREAM, self.epoch, self.rank, worker))
+        return (next(streams[rng.choice(len(streams), p=shares)]) for _ in itertools.count())
+
+    def pair_pipeline(self, shards: list[str], stream: int, worker: int) -> wds.DataPipeline:
         pairs, n = self.pairs, self.num_samples
 
         augment = None
@@ -176,13 +196,13 @@ class MixedBatchStream(torch.utils.data.IterableDataset):
                 return source, target, pairs.labels[names[src]], pairs.labels[names[tgt]]
             return pick
 
-        return self._pipeline(pairs.shards, _PAIR_STREAM, worker, decoder)
+        return self._pipeline(shards, stream, worker, decoder)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         worker = info.id if info is not None else 0
         streams = [iter(self.instrument_pipeline(i, worker)) for i in range(len(self.quotas))]
-        pair_stream = iter(self.pair_pipeline(worker)) if self.pairs is not None else None
+        pair_stream = self.pair_draws(worker) if self.pairs is not None else None
         labels = torch.tensor([i for i, q in enumerate(self.quotas) for _ in range(q)], dtype=torch.long)
         batch_size = int(labels.shape[0])
         while True:
@@ -252,7 +272,8 @@ def make_loader(cfg: ExperimentConfig, split: str, *, seed: int, rank: int = 0,
     pairs = pair_source(cfg, split) if cfg.data.pairs is not None and split in ("train", "val") else None
     if pairs is not None and split == "train":  # validation stays clean: its metrics compare across runs
         pairs = dataclasses.replace(pairs, augment=cfg.data.pair_augment, soft_attack=cfg.data.pair_soft_attack,
-                                    bow_noise=cfg.data.pair_bow_noise, sample_rate=sr)
+                                    bow_noise=cfg.data.pair_bow_noise, sample_rate=sr,
+                                    shares=tuple(cfg.data.pair_shares) if cfg.data.pair_shares else None)
     stream = MixedBatchStream(shard_lists, quotas, num_samples, shuffle_buffer=cfg.data.shuffle_buffer,
                               seed=mix_seed(seed, _SPLIT_INDEX.get(split, len(_SPLIT_INDEX))),
                               rank=rank, world_size=world_size, pairs=pairs)
@@ -264,7 +285,7 @@ def pair_source(cfg: ExperimentConfig, split: str) -> PairSource:
     """The pairs of `split` for the experiment's instruments, from every paired dataset data.pairs names;
     ConfigError/DataError naming data.pairs when one does not fit the experiment."""
     locations = [cfg.data.pairs] if isinstance(cfg.data.pairs, str) else list(cfg.data.pairs)
-    shards, labels = [], {}
+    datasets, labels = [], {}
     for i, location in enumerate(locations):
         where = "data.pairs" if isinstance(cfg.data.pairs, str) else f"data.pairs.{i}"
         manifest = read_pair_manifest(location)
@@ -280,5 +301,5 @@ def pair_source(cfg: ExperimentConfig, split: str) -> PairSource:
                               hint="render every instrument of the experiment in one `audiostyle data demo "
                                    "--instruments a,b,c` call, which pairs them all")
         labels.update(paired)
-        shards += shard_urls(location, manifest, split)
-    return PairSource(shards, labels, cfg.data.pair_batch_size)
+        datasets.append(shard_urls(location, manifest, split))
+    return PairSource(datasets, labels, cfg.data.pair_batch_size)

@@ -149,3 +149,53 @@ def test_clear_errors_for_missing_data_rate_and_split(data_root, tmp_path):
         make_loader(make_cfg(data_root, "data.sample_rate=16000"), "train", seed=0)
     with pytest.raises(DataError, match="no 'heldout' shards"):
         make_loader(make_cfg(data_root), "heldout", seed=0)
+
+
+def _sine_pairs(out: Path, piano_hz: float, seconds: float) -> str:
+    """A paired dataset of a train and a val piece, each `seconds` long (1 s passages): piano a sine of
+    `piano_hz`, violin 500 Hz."""
+    from audiostyle.datasets.pair_dataset import AlignedRecording, write_pair_dataset
+
+    t = np.arange(int(seconds * SR)) / SR
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, hz in (("piano", piano_hz), ("violin", 500.0)):
+        paths[name] = out / f"{name}.wav"
+        sf.write(paths[name], (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32), SR)
+    pieces = [AlignedRecording(piece, split, paths) for piece, split in (("p1", "train"), ("p2", "val"))]
+    write_pair_dataset(out / "pairs", pieces, ["piano", "violin"], sample_rate=SR, segment_seconds=1.0)
+    return str(out / "pairs")
+
+
+@pytest.mark.parametrize("shares,expected", [(None, 0.25), ([1, 1], 0.5), ([1, 3], 0.75)])
+def test_pair_shares_set_how_many_pairs_each_paired_dataset_gives(data_root, tmp_path, shares, expected):
+    """Two paired datasets of 6 and 2 passages, told apart by their piano's pitch: without shares the
+    second gives a quarter of the pairs (by passages), with shares what they say; validation keeps passages."""
+    big, small = _sine_pairs(tmp_path / "big", 250.0, 6), _sine_pairs(tmp_path / "small", 750.0, 2)
+    overrides = [f"data.pairs=[{big},{small}]", "data.pair_batch_size=8", "data.steps_per_epoch=40",
+                 "data.val_batches=40"]
+    if shares is not None:
+        overrides.append(f"+data.pair_shares=[{shares[0]},{shares[1]}]")
+    cfg = make_cfg(data_root, *overrides)
+
+    def share_of_small(split: str) -> float:
+        from_small = total = 0
+        for batch in make_loader(cfg, split, seed=0):
+            for clip, clip_target, label in zip(batch["pair_source"], batch["pair_target"],
+                                                batch["pair_source_label"]):
+                piano = clip if label == 0 else clip_target
+                from_small += abs(dominant_hz(piano) - 750.0) < 50
+                total += 1
+        return from_small / total
+
+    assert abs(share_of_small("train") - expected) < 0.08
+    assert abs(share_of_small("val") - 0.25) < 0.08
+
+
+def test_pair_shares_must_match_the_pairs_list(data_root):
+    with pytest.raises(ConfigError, match="2 shares for 1 paired datasets") as info:
+        make_cfg(data_root, "data.pairs=[somewhere]", "+data.pair_shares=[1,2]")
+    assert info.value.field_path == "data.pair_shares"
+    with pytest.raises(ConfigError, match="must be > 0") as info:
+        make_cfg(data_root, "data.pairs=[a,b]", "+data.pair_shares=[1,0]")
+    assert info.value.field_path == "data.pair_shares.1"

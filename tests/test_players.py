@@ -112,14 +112,14 @@ def test_pairs_take_their_input_from_any_player_and_their_target_from_the_refere
                            {"piano": {"a": paths["piano.a"], "b": paths["piano.b"]}, "violin": {"c": paths["violin.c"]}})
     write_pair_dataset(tmp_path / "pairs", [rec], ["piano", "violin"], sample_rate=sr, segment_seconds=2.0)
     manifest = read_pair_manifest(tmp_path / "pairs")
-    pairs = PairSource(shard_urls(tmp_path / "pairs", manifest, "train"), {"piano": 0, "violin": 1}, 1)
+    pairs = PairSource([shard_urls(tmp_path / "pairs", manifest, "train")], {"piano": 0, "violin": 1}, 1)
     stream = MixedBatchStream([], [], sr // 2, shuffle_buffer=4, seed=0, rank=0, world_size=1, pairs=pairs)
 
     def frequency(clip: np.ndarray) -> float:
         return float(np.argmax(np.abs(np.fft.rfft(clip)))) * sr / len(clip)
 
     seen = {0: set(), 1: set()}
-    drawn = iter(stream.pair_pipeline(0))  # resampled shards: endless
+    drawn = stream.pair_draws(0)  # resampled shards: endless
     for _ in range(60):
         source, target, src_label, tgt_label = next(drawn)
         seen[src_label].add(round(frequency(source)))

@@ -73,6 +73,11 @@ class DataConfig:
     # batch then also holds `pair_batch_size` aligned (source, target) passages for cross_reconstruction.
     # A list draws from several (the demo's, and `data transcribe-pairs` for an instrument from recordings).
     pairs: str | list[str] | None = None
+    # How much of the training pairs each paired dataset of that list gives, in its order (normalised), e.g.
+    # [3, 1]: a quarter from the second. Omitted: in proportion to their passages, so an instrument added from
+    # recordings takes its share from the pairs of the instruments trained before it. Validation keeps the
+    # proportion, so its metrics compare across runs with and without shares.
+    pair_shares: list[float] | None = None
     pair_batch_size: int = 8
     pair_augment: float = 0.0  # chance of each recording condition (room, EQ, hiss, gain) on a pair's source
     # chance of a soft attack on a pair's source: every rise spread over 50-400 ms per frequency (a bow that
@@ -90,7 +95,18 @@ class DataConfig:
         "steps_per_epoch": AT_LEAST_ONE, "val_batches": AT_LEAST_ONE, "loader_workers": NON_NEGATIVE,
         "shuffle_buffer": AT_LEAST_ONE, "pair_batch_size": AT_LEAST_ONE, "pair_augment": UNIT_INTERVAL,
         "pair_soft_attack": UNIT_INTERVAL, "pair_bow_noise": UNIT_INTERVAL,
+        "pair_shares": Range(low=0, low_open=True, why="a dataset that should give nothing is left out of data.pairs"),
     }
+
+    def check(self, path: str) -> None:
+        if self.pair_shares is None:
+            return
+        where = f"{path}.pair_shares" if path else "pair_shares"
+        count = len(self.pairs) if isinstance(self.pairs, list) else 0
+        if len(self.pair_shares) != count:
+            raise ConfigError(f"{len(self.pair_shares)} shares for {count} paired datasets: pair_shares gives one "
+                              "share per entry of the data.pairs list, in its order", path=where,
+                              hint="list the paired datasets under data.pairs, or drop pair_shares")
 
 
 @dataclass
