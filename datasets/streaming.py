@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,17 +154,6 @@ class MixedBatchStream(torch.utils.data.IterableDataset):
         """Endless (source, target, source label, target label): from all pair shards alike, or with
         `shares` from each paired dataset's own stream, the dataset drawn per pair."""
         pairs = self.pairs
-        if pairs.shares is None:  # the draws every recipe trained with before shares existed
-            return iter(self.pair_pipeline(pairs.shards, _PAIR_STREAM, worker))
-        streams = [iter(self.pair_pipeline(shards, _PAIR_STREAM + 1 + i, worker))
-                   for i, shards in enumerate(pairs.datasets)]
-        shares = np.asarray(pairs.shares, dtype=float) / sum(pairs.shares)
-        rng = np.random.default_rng(mix_seed(self.seed, _PAIR_STREAM, self.epoch, self.rank, worker))
-        return (next(streams[rng.choice(len(streams), p=shares)]) for _ in itertools.count())
-
-    def pair_pipeline(self, shards: list[str], stream: int, worker: int) -> wds.DataPipeline:
-        pairs, n = self.pairs, self.num_samples
-
         augment = None
         if pairs.augment > 0 or pairs.soft_attack > 0 or pairs.bow_noise > 0:
             from audiostyle.datasets.recording_conditions import InputAugmenter
@@ -172,6 +161,19 @@ class MixedBatchStream(torch.utils.data.IterableDataset):
             augment = InputAugmenter(pairs.sample_rate, pairs.augment, soft_attack=pairs.soft_attack,
                                      bow_noise=pairs.bow_noise,
                                      seed=mix_seed(self.seed, _PAIR_STREAM) % 1000)
+        if pairs.shares is None:  # the draws every recipe trained with before shares existed
+            return iter(self.pair_pipeline(pairs.shards, _PAIR_STREAM, worker, augment))
+        streams = [iter(self.pair_pipeline(shards, _PAIR_STREAM + 1 + i, worker, augment))
+                   for i, shards in enumerate(pairs.datasets)]
+        shares = np.asarray(pairs.shares, dtype=float) / sum(pairs.shares)
+        rng = np.random.default_rng(mix_seed(self.seed, _PAIR_STREAM, self.epoch, self.rank, worker))
+        return (next(streams[rng.choice(len(streams), p=shares)]) for _ in itertools.count())
+
+    def pair_pipeline(self, shards: list[str], stream: int, worker: int,
+                      augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None) -> wds.DataPipeline:
+        """The pairs of `shards` as a pipeline seeded by `stream`, each source put through `augment` (with a
+        generator of its own) when given."""
+        pairs, n = self.pairs, self.num_samples
 
         def decoder(rng: np.random.Generator):
             augment_rng = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])

@@ -101,11 +101,10 @@ class DataConfig:
     def check(self, path: str) -> None:
         if self.pair_shares is None:
             return
-        where = f"{path}.pair_shares" if path else "pair_shares"
         count = len(self.pairs) if isinstance(self.pairs, list) else 0
         if len(self.pair_shares) != count:
             raise ConfigError(f"{len(self.pair_shares)} shares for {count} paired datasets: pair_shares gives one "
-                              "share per entry of the data.pairs list, in its order", path=where,
+                              "share per entry of the data.pairs list, in its order", path=f"{path}.pair_shares",
                               hint="list the paired datasets under data.pairs, or drop pair_shares")
 
 
