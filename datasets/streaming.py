@@ -14,7 +14,8 @@ source is any player's rendering of its instrument (reference or another sound s
 passage holds them: pairs across players); the target is always the reference rendering, and only the
 source is put through random recording conditions (`data.pair_augment`, datasets/recording_conditions.py).
 Several paired datasets (`data.pairs` a list) give training pairs in proportion to their passages, or in the
-shares `data.pair_shares` names, each dataset then streamed on its own and drawn per pair.
+shares `data.pair_shares` names, each dataset then streamed on its own and drawn per pair. Directions that
+`data.pair_skip` names are drawn again.
 
 `wds.WebDataset(resampled=True)` seeds its shard sampler from the clock and /dev/urandom, so the
 same stages are assembled here in a `wds.DataPipeline` around a deterministic `ResampledShards`;
@@ -100,6 +101,7 @@ class PairSource:
     bow_noise: float = 0.0
     sample_rate: int = 22050
     shares: tuple[float, ...] | None = None
+    skip: frozenset[tuple[str, str]] = frozenset()  # (source, target) names never drawn (data.pair_skip)
 
     @property
     def shards(self) -> list[str]:
@@ -185,7 +187,12 @@ class MixedBatchStream(torch.utils.data.IterableDataset):
                 if len(names) < 2:
                     raise DataError(f"{where}: the passage holds {names or 'none'} of the experiment's instruments "
                                     f"{sorted(pairs.labels)}; a pair needs two")
+                if pairs.skip and all((a, b) in pairs.skip for a in names for b in names if a != b):
+                    raise DataError(f"{where}: data.pair_skip skips every direction between {', '.join(names)}, "
+                                    "the instruments this passage holds; leave one of them in")
                 src, tgt = rng.choice(len(names), size=2, replace=False)
+                while (names[src], names[tgt]) in pairs.skip:
+                    src, tgt = rng.choice(len(names), size=2, replace=False)
                 record = record_of(sample)
                 frames = int(round(float(record["duration_seconds"]) * float(record["sample_rate"])))
                 start = int(rng.integers(0, max(frames - n, 0) + 1))
@@ -304,4 +311,4 @@ def pair_source(cfg: ExperimentConfig, split: str) -> PairSource:
                                    "--instruments a,b,c` call, which pairs them all")
         labels.update(paired)
         datasets.append(shard_urls(location, manifest, split))
-    return PairSource(datasets, labels, cfg.data.pair_batch_size)
+    return PairSource(datasets, labels, cfg.data.pair_batch_size, skip=cfg.skipped_directions)

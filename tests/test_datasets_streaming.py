@@ -199,3 +199,37 @@ def test_pair_shares_must_match_the_pairs_list(data_root):
     with pytest.raises(ConfigError, match="must be > 0") as info:
         make_cfg(data_root, "data.pairs=[a,b]", "+data.pair_shares=[1,0]")
     assert info.value.field_path == "data.pair_shares.1"
+
+
+def test_pair_skip_leaves_a_direction_out_of_training_and_validation(data_root, tmp_path):
+    """Without data.pair_skip a passage of piano and violin gives both directions; with violin->piano
+    skipped every pair is piano -> violin, in both splits, and the piano is the source's audio."""
+    pairs = _sine_pairs(tmp_path / "pairs", 250.0, 6)
+
+    def directions(cfg, split: str) -> set[tuple[int, int]]:
+        seen = set()
+        for batch in make_loader(cfg, split, seed=0):
+            for clip, source, target in zip(batch["pair_source"], batch["pair_source_label"],
+                                            batch["pair_target_label"]):
+                seen.add((int(source), int(target)))
+                if int(source) == 0:
+                    assert abs(dominant_hz(clip) - 250.0) < 50
+        return seen
+
+    both = make_cfg(data_root, f"data.pairs={pairs}", "data.pair_batch_size=8")
+    assert directions(both, "train") == {(0, 1), (1, 0)}
+    skipped = make_cfg(data_root, f"data.pairs={pairs}", "data.pair_batch_size=8", "+data.pair_skip=[violin->piano]")
+    assert directions(skipped, "train") == directions(skipped, "val") == {(0, 1)}
+
+
+def test_pair_skip_names_directions_between_the_experiments_instruments(data_root, tmp_path):
+    with pytest.raises(ConfigError, match="not a direction") as info:
+        make_cfg(data_root, "data.pairs=somewhere", "+data.pair_skip=[piano->violin,piano]")
+    assert info.value.field_path == "data.pair_skip.1"
+    with pytest.raises(ConfigError, match="'flute', which is not one of the experiment's instruments") as info:
+        make_cfg(data_root, "data.pairs=somewhere", "+data.pair_skip=[flute->violin]")
+    assert info.value.field_path == "data.pair_skip.0"
+    cfg = make_cfg(data_root, f"data.pairs={_sine_pairs(tmp_path / 'pairs', 250.0, 2)}",
+                   "+data.pair_skip=[violin->piano,piano->violin]")
+    with pytest.raises(DataError, match="skips every direction between piano, violin"):
+        next(iter(make_loader(cfg, "train", seed=0)))
