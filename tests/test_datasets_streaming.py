@@ -226,6 +226,8 @@ def test_pair_skip_names_directions_between_the_experiments_instruments(data_roo
     with pytest.raises(ConfigError, match="not a direction") as info:
         make_cfg(data_root, "data.pairs=somewhere", "+data.pair_skip=[piano->violin,piano]")
     assert info.value.field_path == "data.pair_skip.1"
+    with pytest.raises(ConfigError, match="not a direction"):
+        make_cfg(data_root, "data.pairs=somewhere", "+data.pair_skip=[piano->violin->piano]")
     with pytest.raises(ConfigError, match="'flute', which is not one of the experiment's instruments") as info:
         make_cfg(data_root, "data.pairs=somewhere", "+data.pair_skip=[flute->violin]")
     assert info.value.field_path == "data.pair_skip.0"
