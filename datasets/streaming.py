@@ -311,4 +311,4 @@ def pair_source(cfg: ExperimentConfig, split: str) -> PairSource:
                                    "--instruments a,b,c` call, which pairs them all")
         labels.update(paired)
         datasets.append(shard_urls(location, manifest, split))
-    return PairSource(datasets, labels, cfg.data.pair_batch_size, skip=cfg.skipped_directions)
+    return PairSource(datasets, labels, cfg.data.pair_batch_size, skip=frozenset(cfg.data.skipped_directions))

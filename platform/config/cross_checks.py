@@ -84,10 +84,10 @@ def check_across_sections(cfg: ExperimentConfig) -> None:
                               f"each instrument needs its own folder (`audiostyle data add {inst.name} SOURCE "
                               "--out DIR`)", path=f"instruments.{i}.data")
         folders[key] = i
-    for i, direction in enumerate(cfg.data.pair_skip):
-        for name in (part.strip() for part in direction.split("->")):
+    for i, direction in enumerate(cfg.data.skipped_directions):
+        for name in direction:
             if name not in cfg.instrument_names:
-                raise ConfigError(f"{direction!r} names {name!r}, which is not one of the experiment's instruments "
+                raise ConfigError(f"{cfg.data.pair_skip[i]!r} names {name!r}, which is not one of the experiment's instruments "
                                   f"({', '.join(cfg.instrument_names)})", path=f"data.pair_skip.{i}")
     check_phase_steps(cfg.curriculum.phases, cfg.train.max_steps)
     worker_range(cfg.scaling.num_workers, "scaling.num_workers")

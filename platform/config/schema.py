@@ -44,6 +44,14 @@ def check_instrument_name(name: str, path: str) -> None:
         raise ConfigError(f"instrument name {name!r} must be lower-case letters, digits and '_'", path=path)
 
 
+def parse_direction(text: str) -> tuple[str, str] | None:
+    """'source->target' as its two names; None when the text is not one direction between two names."""
+    source, arrow, target = (part.strip() for part in text.partition("->"))
+    if not (arrow and source and target) or "->" in target or source == target:
+        return None
+    return source, target
+
+
 @dataclass
 class InstrumentConfig:
     """One instrument class: its name, where its shards live, and its share of every batch."""
@@ -105,8 +113,7 @@ class DataConfig:
 
     def check(self, path: str) -> None:
         for i, direction in enumerate(self.pair_skip):
-            source, arrow, target = (part.strip() for part in direction.partition("->"))
-            if not (arrow and source and target) or "->" in target or source == target:
+            if parse_direction(direction) is None:
                 raise ConfigError(f"{direction!r} is not a direction: write 'source->target' with two instruments",
                                   path=f"{path}.pair_skip.{i}", hint="e.g. pair_skip: [clarinet->piano]")
         if self.pair_shares is None:
@@ -116,6 +123,11 @@ class DataConfig:
             raise ConfigError(f"{len(self.pair_shares)} shares for {count} paired datasets: pair_shares gives one "
                               "share per entry of the data.pairs list, in its order", path=f"{path}.pair_shares",
                               hint="list the paired datasets under data.pairs, or drop pair_shares")
+
+    @property
+    def skipped_directions(self) -> list[tuple[str, str]]:
+        """data.pair_skip as (source, target) names, in its order (check() has refused any other text)."""
+        return [parse_direction(direction) for direction in self.pair_skip]
 
 
 @dataclass
@@ -317,11 +329,6 @@ class ExperimentConfig:
                         path=f"curriculum.phases.{i}.weights.{term}",
                     )
         check_across_sections(self)
-
-    @property
-    def skipped_directions(self) -> frozenset[tuple[str, str]]:
-        """data.pair_skip as (source, target) names."""
-        return frozenset(tuple(part.strip() for part in d.split("->")) for d in self.data.pair_skip)
 
     @property
     def instrument_names(self) -> list[str]:
