@@ -87,9 +87,9 @@ class DataConfig:
     # proportion, so its metrics compare across runs with and without shares.
     pair_shares: list[float] | None = None
     # Directions "source->target" cross_reconstruction never draws, in training or validation (e.g.
-    # ["clarinet->piano"]). A transcribed instrument's pairs hold the piano played from the transcription: as a
-    # target beside the recording it cost unseen violins -> piano 6-11 % MR-STFT, and clarinet -> piano
-    # transfers as well without it (README, "Add your own instrument").
+    # ["clarinet->piano"]). A transcribed instrument's pairs hold the piano and the violin played from the
+    # transcription: as targets of the recording they cost unseen inputs of piano <-> violin 6-11 % MR-STFT, and
+    # the transfer from the instrument measures better without them (README, "Add your own instrument").
     pair_skip: list[str] = field(default_factory=list)
     pair_batch_size: int = 8
     pair_augment: float = 0.0  # chance of each recording condition (room, EQ, hiss, gain) on a pair's source

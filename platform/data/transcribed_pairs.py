@@ -6,10 +6,13 @@ Self-reconstruction alone teaches an unpaired instrument to rebuild its own reco
 always sounds like itself: at transfer its style meets another instrument's content it never saw with it.
 A transcription gives that content: the flute's phrase played by the piano and the violin, aligned with
 the flute's recording note for note (to Basic Pitch's timing), so `cross_reconstruction` trains
-piano -> flute and flute -> violin on the user's own audio. The recording is always the real side of the
+piano -> flute and violin -> flute on the user's own audio. The recording is always the real side of the
 pair; the renderings carry the transcriber's mistakes, and only on the side of the instrument the model
-already knows. The demo instruments' other players (sound sets, programs of the family) play the notes
-too, as they do in the demo's pairs. Test segments are left out: they stay the instrument's own.
+already knows. The other directions (flute -> piano, flute -> violin) are there too, and a recipe leaves them
+out with `data.pair_skip`: a rendering of the transcription as the target of the recording cost the paired
+instruments' transfer from unseen players (README, "Add your own instrument"). The demo instruments' other
+players (sound sets, programs of the family) play the notes too, as they do in the demo's pairs. Test segments
+are left out: they stay the instrument's own.
 """
 
 from __future__ import annotations
