@@ -72,7 +72,7 @@ def tiny_export(demo_root, tmp_path_factory) -> dict[str, Path]:
     from audiostyle.platform.bundles.export import export_bundle
     from audiostyle.platform.checkpoints.format import TrainingCheckpoint, save_checkpoint
     from audiostyle.platform.config.loader import load_experiment
-    from audiostyle.platform.config.schema import to_dict
+    from audiostyle.platform.config.typed_convert import to_dict
     from audiostyle.stats.normalization_stats import load_stats
 
     root = tmp_path_factory.mktemp("tiny_export")

@@ -42,7 +42,7 @@ def trained(demo_root, tmp_path_factory):
 
 def write_ckpt(trained, directory: Path, step: int, metrics: dict, run: str = "run") -> Path:
     from audiostyle.platform.checkpoints.format import TrainingCheckpoint, save_checkpoint
-    from audiostyle.platform.config.schema import to_dict
+    from audiostyle.platform.config.typed_convert import to_dict
 
     cfg, model, stats = trained
     state = {"step": step, "phase": "reconstruction" if step < 20 else "adversarial", "metrics": metrics,

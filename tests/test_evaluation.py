@@ -87,7 +87,7 @@ def _export_tiny_bundle(cfg, storage: Path, out: Path, data_root: Path) -> Path:
     from audiostyle.components.timbre_transfer import build_timbre_model
     from audiostyle.platform.bundles.export import export_bundle
     from audiostyle.platform.checkpoints.format import TrainingCheckpoint, save_checkpoint
-    from audiostyle.platform.config.schema import to_dict
+    from audiostyle.platform.config.typed_convert import to_dict
     from audiostyle.stats.normalization_stats import load_stats
 
     torch.manual_seed(0)

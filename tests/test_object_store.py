@@ -95,7 +95,7 @@ def test_runs_resume_and_export_from_s3(s3_ray, tiny_config, demo_root, tmp_path
 def test_sweep_on_s3_keeps_runs_there_and_the_report_beside_its_journal(s3_ray, tiny_config, tmp_path):
     from audiostyle.platform.checkpoints.index import scan_checkpoints
     from audiostyle.platform.config.loader import config_from_dict, load_experiment
-    from audiostyle.platform.config.schema import to_dict
+    from audiostyle.platform.config.typed_convert import to_dict
     from audiostyle.platform.sweeps.driver import run_sweep
 
     storage = f"{s3_ray}/sweeps"

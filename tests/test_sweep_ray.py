@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from audiostyle.platform.config.loader import config_from_dict, load_experiment
-from audiostyle.platform.config.schema import to_dict
+from audiostyle.platform.config.typed_convert import to_dict
 
 pytestmark = pytest.mark.ray
 

@@ -11,7 +11,7 @@ import torch
 
 from audiostyle.components.timbre_transfer import ROLES, build_timbre_model
 from audiostyle.platform.config.loader import config_from_dict, load_experiment
-from audiostyle.platform.config.schema import to_dict
+from audiostyle.platform.config.typed_convert import to_dict
 from audiostyle.stats.normalization_stats import load_stats
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"

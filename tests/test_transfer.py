@@ -71,7 +71,7 @@ def bundle(demo_root, tmp_path_factory):
     from audiostyle.platform.bundles.export import export_bundle
     from audiostyle.platform.checkpoints.format import TrainingCheckpoint, save_checkpoint
     from audiostyle.platform.config.loader import load_experiment
-    from audiostyle.platform.config.schema import to_dict
+    from audiostyle.platform.config.typed_convert import to_dict
     from audiostyle.stats.normalization_stats import load_stats
 
     tmp = tmp_path_factory.mktemp("transfer")

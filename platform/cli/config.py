@@ -74,7 +74,7 @@ def run_show(args: argparse.Namespace) -> int:
     import yaml
 
     from audiostyle.platform.checking.checked_load import load_checked_experiment
-    from audiostyle.platform.config.schema import to_dict
+    from audiostyle.platform.config.typed_convert import to_dict
 
     cfg = load_checked_experiment(args.path, args.overrides)
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False, width=110), end="")

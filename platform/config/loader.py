@@ -24,7 +24,8 @@ from typing import Any
 
 from audiostyle.platform.config.dotted_paths import COMMAND_LINE, get_path, schema_has_path, set_path
 from audiostyle.platform.config.safe_yaml import YamlSyntaxError, load_yaml_text
-from audiostyle.platform.config.schema import ExperimentConfig, ModelConfig, parse_experiment, to_dict
+from audiostyle.platform.config.schema import ExperimentConfig, ModelConfig, parse_experiment
+from audiostyle.platform.config.typed_convert import to_dict
 from audiostyle.platform.core.errors import ConfigError, did_you_mean
 from audiostyle.platform.core.locations import is_url
 from audiostyle.platform.core.registry import COMPONENT_KEY, validate_spec

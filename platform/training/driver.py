@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from audiostyle.platform.config.field_domains import worker_range
-from audiostyle.platform.config.schema import ExperimentConfig, to_dict
+from audiostyle.platform.config.schema import ExperimentConfig
+from audiostyle.platform.config.typed_convert import to_dict
 from audiostyle.platform.core.errors import ConfigError
 from audiostyle.platform.core.locations import absolute_location, is_url, join_location, open_storage
 from audiostyle.platform.training.curriculum import Curriculum

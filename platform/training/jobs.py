@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-from audiostyle.platform.config.schema import ExperimentConfig, to_dict
+from audiostyle.platform.config.schema import ExperimentConfig
+from audiostyle.platform.config.typed_convert import to_dict
 from audiostyle.platform.core.errors import ConfigError
 from audiostyle.platform.training.cluster_address import (
     CONNECT_TIMEOUT_S,

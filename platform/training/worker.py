@@ -45,7 +45,8 @@ from audiostyle.platform.checkpoints.format import (
     save_checkpoint,
 )
 from audiostyle.platform.config.loader import config_from_dict
-from audiostyle.platform.config.schema import ExperimentConfig, to_dict
+from audiostyle.platform.config.schema import ExperimentConfig
+from audiostyle.platform.config.typed_convert import to_dict
 from audiostyle.platform.core.errors import CheckpointError
 from audiostyle.platform.training.curriculum import Curriculum, PhaseState
 from audiostyle.platform.training.lr_schedule import make_scheduler
