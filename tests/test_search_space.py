@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import html
 from pathlib import Path
 
 import optuna
@@ -205,6 +206,12 @@ def test_report_writes_table_best_yaml_and_plots(sweep_raw, tmp_path):
     assert yaml.safe_load(text)["run"]["name"] is None
     assert set(report.plots) == {"optimization_history", "param_importances", "parallel_coordinate"}
     assert all(p.stat().st_size > 5000 for p in report.plots.values())
+    page = report.page.read_text()  # one page: every trial best first, every plot, the best config
+    assert report.page == sweep_dir / "index.html" and "Trials (4), best first" in page
+    cells = [row.split("</td>")[0] for row in page.split("<tr><td class='name'>")[1:]]
+    assert [int(c) for c in cells] == sorted(scores, key=scores.get)
+    assert all(f"src='plots/{p.name}'" in page for p in report.plots.values())
+    assert html.escape(text) in page and "No evaluation yet" in page
 
 
 def test_report_with_one_trial_skips_importance(sweep_raw, tmp_path):

@@ -108,6 +108,15 @@ def test_best_trials_are_exported_evaluated_and_rank_correlated(sweep, demo_root
     assert ranks["all/chroma_cos"]["spearman_rho"] == "-"  # constant: no ranking to compare
     assert ranks["all/mr_stft"]["trials"] == "3"
     assert "all/p_target" in result.table and "spearman_rho" in result.table
+    page = (sweep_dir / "index.html").read_text()  # the sweep's page gains the evaluation
+    assert "Evaluated trials" in page and "agreement" in page and "No evaluation yet" not in page
+    assert page.index(">trial_0001<") < page.index(">trial_0003<") < page.index(">baseline<")
+
+    (sweep_dir / "evaluation" / "trial_0003" / "index.html").write_text("<html></html>")
+    from audiostyle.platform.sweeps.report_page import write_sweep_page
+
+    page = write_sweep_page(sweep_dir).read_text()
+    assert "<a href='evaluation/trial_0003/index.html'>trial_0003</a>" in page and "href='evaluation/trial_0001" not in page
 
     mtimes = {p: p.stat().st_mtime_ns for p in (sweep_dir / "bundles").rglob("*") if p.is_file()}
     again = StandIn()

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nsweep {result.study_name}: {len(report.rows)} trials ({result.new_trials} run now) in "
           f"{result.sweep_dir}\n")
     print(report.table)
-    print(f"\nresults table: {report.csv_path}")
+    print(f"\nresults table: {report.csv_path}\nreport page:   {report.page}   (open it in a browser)")
     if report.best is not None:
         print(f"best trial: {report.best.number} ({report.best.run_name}), checkpoint "
               f"{report.best.checkpoint_path or '-'}")
@@ -131,4 +131,5 @@ def evaluate_best(args: argparse.Namespace, cfg: ExperimentConfig, result: Sweep
     print(f"\nevaluation of the best {args.evaluate} trials (inputs: "
           f"{'heldout split, ' + soundfont if soundfont else 'test split'}):\n")
     print(evaluation.table)
-    print(f"\nevaluation table: {evaluation.csv_path}\nrank correlations: {evaluation.ranks_path}")
+    print(f"\nevaluation table: {evaluation.csv_path}\nrank correlations: {evaluation.ranks_path}\n"
+          f"report page (evaluation added): {result.report.page}")

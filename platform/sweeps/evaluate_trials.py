@@ -30,6 +30,7 @@ from typing import Any
 from audiostyle.platform.core.atomic_files import write_json_atomic
 from audiostyle.platform.core.errors import CheckpointError
 from audiostyle.platform.sweeps.report import TrialRow, rank_key, render_text, write_csv
+from audiostyle.platform.sweeps.report_page import write_sweep_page
 
 EVALUATION_CSV = "evaluation.csv"
 RANKS_CSV = "evaluation_ranks.csv"
@@ -182,6 +183,7 @@ def evaluate_sweep(rows: list[TrialRow], *, sweep_dir: Path, metric: str, mode: 
     rank_header = ["metric", "spearman_rho", "p_value", "agreement", "trials"]
     rank_body = [[c.column, _cell(c.rho), _cell(c.p_value), _cell(c.agreement), str(c.trials)] for c in correlations]
     write_csv(ranks_path, rank_header, rank_body)
+    write_sweep_page(sweep_dir)
     shown = ["system", "step", metric, *(c for c in columns if c.startswith("all/")), "-"]
     table = render_text(shown, [[b[0], b[3], b[4], *(b[5 + columns.index(c)] for c in shown[3:-1]), ""] for b in body])
     table += "\n\n" + render_text([*rank_header, "-"], [[*r, ""] for r in rank_body])

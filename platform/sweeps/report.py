@@ -10,7 +10,8 @@ the sweep driver (`trials.jsonl`: each trial's last reported metrics, including 
   `config.yaml` inside its checkpoint (what really trained), with a header naming sweep, trial and metric;
 - `plots/*.png`: optimization history, parameter importance (needs two completed trials), parallel
   coordinates, and the Pareto front when there are several objectives. Plots show the config values that
-  ran (curriculum boundaries as boundaries, not the sampler's internal positions).
+  ran (curriculum boundaries as boundaries, not the sampler's internal positions);
+- `index.html`: all of it in one page (report_page.py), rebuilt again after `--evaluate`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import yaml
 from audiostyle.platform.config.loader import config_from_dict
 from audiostyle.platform.core.atomic_files import atomic_write, write_text_atomic
 from audiostyle.platform.core.modes import optuna_direction, smaller_is_better
+from audiostyle.platform.sweeps.report_page import write_sweep_page
 from audiostyle.platform.sweeps.space import SearchSpace
 from audiostyle.platform.sweeps.study import DEFAULT_ATTR
 
@@ -63,6 +65,7 @@ class SweepReport:
     best_yaml: Path | None
     plots: dict[str, Path]
     skipped_plots: dict[str, str]
+    page: Path  # index.html: all of the above in one page
 
 
 def read_ledger(path: Path) -> dict[int, dict[str, Any]]:
@@ -265,4 +268,5 @@ def write_report(study: Any, space: SearchSpace, *, sweep_name: str, sweep_dir: 
     written, skipped = write_plots(rows, space, metrics, modes, sweep_dir / "plots") if plots else ({}, {})
     for name, reason in skipped.items():
         logger.info("plot %s skipped: %s", name, reason)
-    return SweepReport(rows, render_text(header, body), csv_path, best, best_yaml, written, skipped)
+    return SweepReport(rows, render_text(header, body), csv_path, best, best_yaml, written, skipped,
+                       write_sweep_page(sweep_dir))
