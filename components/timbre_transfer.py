@@ -182,11 +182,15 @@ class TimbreTransferModel(nn.Module):
         return out
 
     def reconstruction(self, pred: Tensor, target: Tensor, audio: Tensor, *, role: str = "reconstruction",
-                       source_audio: Tensor | None = None) -> Tensor:
+                       source_audio: Tensor | None = None, as_metric: bool = False) -> Tensor:
         """A reconstruction loss on front-end features; losses that compare waveforms (`needs_waveforms`)
         also get the prediction through the front end's inverse, with `audio` as the target waveform and
-        the phase (for magnitude front ends) taken from `source_audio` (default: `audio`)."""
+        the phase (for magnitude front ends) taken from `source_audio` (default: `audio`). `as_metric`:
+        the loss's metric form (`as_metric()`, e.g. without onset weights), the same whatever the
+        configuration weighs, so validation numbers compare across runs."""
         loss = self.losses[role]
+        if as_metric and hasattr(loss, "as_metric"):
+            loss = loss.as_metric()
         if not getattr(loss, "needs_waveforms", True):
             return loss(pred, target)
         reference = audio if source_audio is None else source_audio
@@ -264,8 +268,8 @@ class TimbreTransferModel(nn.Module):
         sims = F.normalize(style, dim=-1) @ F.normalize(protos, dim=-1).T
         leak = self.discriminator(content).argmax(dim=-1)
         metrics = {
-            "recon": float(self.reconstruction(pred, target, audio)),
-            "recon_teacher_forced": float(self.reconstruction(teacher, target, audio)),
+            "recon": float(self.reconstruction(pred, target, audio, as_metric=True)),
+            "recon_teacher_forced": float(self.reconstruction(teacher, target, audio, as_metric=True)),
             "style_acc": float((sims.argmax(dim=-1) == labels).float().mean()),
             "content_leak": float((leak == labels).float().mean()),
             "time_variation": float(time_variation_ratio(pred, target)),
@@ -279,13 +283,14 @@ class TimbreTransferModel(nn.Module):
 
     @torch.no_grad()
     def transfer_loss(self, source: Tensor, target: Tensor, target_labels: Tensor) -> float:
-        """The cross_reconstruction loss of the transfer path: source content + the target instrument's
-        prototype, generated as at inference, against the paired target's features."""
+        """The cross_reconstruction loss of the transfer path (its metric form: see `reconstruction`):
+        source content + the target instrument's prototype, generated as at inference, against the paired
+        target's features."""
         src, tgt = self.features(source), self.features(target)
         pred = self.decoder.generate(self.content_encoder(src), self.prototypes_for(target_labels), src.shape[2],
                                      source=src)
         return float(self.reconstruction(pred, self.stft_part(tgt), target, role="cross_reconstruction",
-                                         source_audio=source))
+                                         source_audio=source, as_metric=True))
 
     @torch.no_grad()
     def transfer(self, audio: Tensor, target_style: Tensor, *, use_cache: bool = True) -> Tensor:

@@ -127,6 +127,31 @@ def test_cross_reconstruction_trains_content_style_and_decoder_from_pairs():
     assert math.isfinite(metrics["cross_recon"]) and math.isfinite(metrics["cross_reconstruction"])
 
 
+def test_validation_compares_runs_whatever_onset_weight_they_train_with():
+    """The same weights with onset_weight 0 and 3: the training term differs (attacks weigh more), the transfer
+    metric (val/cross_recon, val/unseen_cross_recon, a sweep's objective) and `recon` do not. A sweep searching
+    onset_weight once ranked trials by a yardstick that moved with it."""
+    torch.manual_seed(0)
+    piano, violin = harmonic_tone(220.0, 1.0, decay=4.0), harmonic_tone(330.0, 1.0)
+    audio, labels = torch.stack([piano, violin]), torch.tensor([0, 1])
+    pairs = {"pair_source": piano[None], "pair_target": violin[None], "pair_source_label": torch.tensor([0]),
+             "pair_target_label": torch.tensor([1])}
+    plain = build_timbre_model(recipe()).eval()
+    weighted = build_timbre_model(recipe("+losses.cross_reconstruction.onset_weight=3.0",
+                                         "+losses.reconstruction.onset_weight=3.0")).eval()
+    weighted.load_state_dict(plain.state_dict())
+    assert weighted.losses["cross_reconstruction"].onset_weight == 3.0
+    with torch.no_grad():
+        a = plain.validation_metrics(audio, labels, **pairs)
+        b = weighted.validation_metrics(audio, labels, **pairs)
+    assert b["cross_reconstruction"] != pytest.approx(a["cross_reconstruction"], rel=1e-3)  # the loss weighs attacks
+    for metric in ("cross_recon", "recon", "recon_teacher_forced"):
+        assert b[metric] == pytest.approx(a[metric], rel=1e-6), metric
+    loss = weighted.losses["cross_reconstruction"]
+    assert loss.as_metric().onset_weight == 0.0 and loss.onset_weight == 3.0  # the training loss is untouched
+    assert plain.losses["cross_reconstruction"].as_metric() is plain.losses["cross_reconstruction"]
+
+
 def test_log_spectral_l1_is_the_mean_absolute_log_difference():
     from audiostyle.platform.core.registry import build
 
