@@ -30,8 +30,17 @@ def _read_csv(path: Path) -> list[list[str]]:
         return list(csv.reader(f))
 
 
+def _short(cell: str) -> str:
+    """A CSV number at 4 significant digits (the CSV keeps them all); anything else as it is."""
+    try:
+        return cell if cell.isdigit() else f"{float(cell):.4g}"
+    except ValueError:
+        return cell
+
+
 def _table(rows: list[list[str]], *, links: dict[str, str] | None = None) -> str:
-    """HTML table from CSV rows (first row the header); a first cell found in `links` links to its page."""
+    """HTML table from CSV rows (first row the header), numbers shortened; a first cell found in `links`
+    links to its page."""
     links = links or {}
     head = "".join(f"<th>{html.escape(h.replace('_', ' '))}</th>" for h in rows[0])
     body = []
@@ -40,7 +49,7 @@ def _table(rows: list[list[str]], *, links: dict[str, str] | None = None) -> str
         key = row[0].split(" ")[0]
         if key in links:
             first = f"<a href='{html.escape(links[key])}'>{first}</a>"
-        cells = "".join(f"<td>{html.escape(c)}</td>" for c in row[1:])
+        cells = "".join(f"<td>{html.escape(_short(c))}</td>" for c in row[1:])
         body.append(f"<tr><td class='name'>{first}</td>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
