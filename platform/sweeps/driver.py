@@ -75,7 +75,7 @@ TRIAL_DRIVER_CPUS = 0.01
 class SweepResult:
     sweep_dir: Path
     study_name: str
-    new_trials: int
+    new_trials: int  # trials this call ran (Tune's results), one it cut off included; not the ones it planned
     report: SweepReport
     tune_results: Any = None  # ray.tune.ResultGrid of this invocation (None when nothing was left to run)
 
@@ -272,4 +272,4 @@ def run_sweep(cfg: ExperimentConfig, resolved: dict[str, Any], *, address: str |
     study = open_study(plan.journal, plan.name, plan.modes, create=True)
     report = write_report(study, plan.space, sweep_name=plan.name, sweep_dir=plan.sweep_dir, metrics=plan.metrics,
                           modes=plan.modes, max_steps=cfg.train.max_steps, plots=plots)
-    return SweepResult(plan.sweep_dir, plan.name, remaining, report, results)
+    return SweepResult(plan.sweep_dir, plan.name, len(results) if results is not None else 0, report, results)
