@@ -18,9 +18,10 @@ import json
 import statistics
 from pathlib import Path
 
+from audiostyle.platform.evaluation.metrics import METRICS
+
 TARGET = ("mr_stft", "p_target")  # what the bar asks to improve
 CONTENT = ("pitch_acc", "chroma_cos", "note_f1")  # what must not get worse
-LOWER_IS_BETTER = {"mr_stft"}
 GAIN, CONTENT_LOSS = 0.10, 0.02
 
 
@@ -42,9 +43,10 @@ def model_metrics(report: dict, kind: str) -> dict[str, dict[str, float]]:
 
 
 def better_change(metric: str, base: float, other: float) -> float:
-    """Relative change of the mean, + when `other` is better."""
+    """Relative change of the mean, + when `other` is better (each metric's direction: evaluation/metrics.py)."""
     change = (other - base) / abs(base) if base else 0.0
-    return -change if metric in LOWER_IS_BETTER else change
+    higher_is_better, _ = METRICS[metric]
+    return change if higher_is_better else -change
 
 
 def summary(values: list[float]) -> str:
