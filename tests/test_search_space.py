@@ -211,6 +211,7 @@ def test_report_writes_table_best_yaml_and_plots(sweep_raw, tmp_path):
     cells = [row.split("</td>")[0] for row in page.split("<tr><td class='name'>")[1:]]
     assert [int(c) for c in cells] == sorted(scores, key=scores.get)
     assert f"<td>{float(rows[0]['optim.lr']):.4g}</td>" in page and f"<td>{rows[0]['optim.lr']}</td>" not in page
+    assert "<th>optim.<wbr>lr</th>" in page  # a dotted parameter may wrap, so the table fits the page
     assert all(f"src='plots/{p.name}'" in page for p in report.plots.values())
     assert html.escape(text) in page and "No evaluation yet" in page
 

@@ -25,6 +25,14 @@ EVALUATION_SHOWN = ("system", "step")
 OBJECTIVE_COLUMN = 4
 
 
+# A trial row holds every searched parameter: smaller cells so a dozen of them fit the page; wider still, the
+# table scrolls on its own and the plots below stay put. best.yaml's long comment lines wrap.
+PAGE_STYLE = """
+table.compact { font-size: 0.85em; } table.compact th, table.compact td { padding: 3px 5px; }
+div.scroll { overflow-x: auto; } pre { white-space: pre-wrap; }
+"""
+
+
 def _read_csv(path: Path) -> list[list[str]]:
     with path.open(newline="") as f:
         return list(csv.reader(f))
@@ -38,11 +46,18 @@ def _short(cell: str) -> str:
         return cell
 
 
+def _breakable(header: str) -> str:
+    """A column header, escaped, that the browser may wrap after each '.' or '/'."""
+    text = html.escape(header.replace("_", " "))
+    return text.replace(".", ".<wbr>").replace("/", "/<wbr>")
+
+
 def _table(rows: list[list[str]], *, links: dict[str, str] | None = None) -> str:
     """HTML table from CSV rows (first row the header), numbers shortened; a first cell found in `links`
     links to its page."""
     links = links or {}
-    head = "".join(f"<th>{html.escape(h.replace('_', ' '))}</th>" for h in rows[0])
+    # A parameter's dotted path is one long word: a break after each dot keeps the table inside the page.
+    head = "".join(f"<th>{_breakable(h)}</th>" for h in rows[0])
     body = []
     for row in rows[1:]:
         first = html.escape(row[0])
@@ -51,7 +66,7 @@ def _table(rows: list[list[str]], *, links: dict[str, str] | None = None) -> str
             first = f"<a href='{html.escape(links[key])}'>{first}</a>"
         cells = "".join(f"<td>{html.escape(_short(c))}</td>" for c in row[1:])
         body.append(f"<tr><td class='name'>{first}</td>{cells}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    return f"<div class='scroll'><table class='compact'><tr>{head}</tr>{''.join(body)}</table></div>"
 
 
 def _plots(plots_dir: Path) -> list[str]:
@@ -74,7 +89,7 @@ def write_sweep_page(sweep_dir: Path) -> Path:
     """Write `<sweep_dir>/index.html` from the sweep's files; returns its path."""
     title = f"audiostyle sweep {sweep_dir.name}"
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+             f"<style>{STYLE}{PAGE_STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
     results = sweep_dir / "results.csv"
     if results.is_file():
         rows = _read_csv(results)
