@@ -206,6 +206,9 @@ class OptimConfig:
     grad_accum: int = 1
     disc_every: int = 1  # one discriminator update every N generator updates, in phases that train it
     mixed_precision: bool = True  # bf16 autocast on GPU; ignored on CPU
+    # bf16 autocast on a CPU that computes bf16 natively (AVX512-BF16, AMX); fp32 on other CPUs. Off by default:
+    # a run's numbers would otherwise depend on which CPU it landed on.
+    cpu_mixed_precision: bool = False
 
     DOMAINS: typing.ClassVar[dict[str, Domain]] = {
         "lr": POSITIVE, "disc_lr": POSITIVE,

@@ -4,7 +4,8 @@ Everything here runs inside a Ray Train worker process, one per rank. `train_loo
 (the function the driver hands to TorchTrainer) rebuilds the typed config and runs a `WorkerLoop`: the
 model built through the component system and wrapped for DDP with `ray.train.torch.prepare_model`,
 generator updates weighted by the current curriculum phase, discriminator updates in phases that train
-it, gradient accumulation and clipping, bf16 autocast on GPU, scheduled sampling ramped over the run.
+it, gradient accumulation and clipping, bf16 autocast on GPU (and on a CPU with native bf16 when asked:
+precision.py), scheduled sampling ramped over the run.
 Every `val_every` steps each rank validates on exactly `val_batches` batches, metrics are averaged
 across ranks, rank 0 writes a checkpoint and every rank calls `ray.train.report(metrics, checkpoint)`,
 which is a barrier.
@@ -50,6 +51,7 @@ from audiostyle.platform.config.typed_convert import to_dict
 from audiostyle.platform.core.errors import CheckpointError
 from audiostyle.platform.training.curriculum import Curriculum, PhaseState
 from audiostyle.platform.training.lr_schedule import make_scheduler
+from audiostyle.platform.training.precision import autocast_context, autocast_device
 from audiostyle.platform.training.progress_log import ProgressMeter, TrainingLogger, progress_line
 from audiostyle.platform.training.rank_collectives import gather_objects, mean_across_ranks, mean_of_sums
 from audiostyle.platform.training.test_hooks import NO_HOOKS
@@ -140,7 +142,7 @@ class WorkerLoop:
         self.accum = self.scale.grad_accum  # more micro-batches per step on a smaller elastic group
         self.position = DataPosition(0, 0, self.world)
         self.scale_history: list[dict[str, int]] = []
-        self.amp = cfg.optim.mixed_precision and self.device.type == "cuda"  # bf16 needs no loss scaler
+        self.amp = autocast_device(cfg.optim, self.device)  # 'cuda', 'cpu' or None (fp32)
 
         seed_everything(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
         checkpoint = ray.train.get_checkpoint()
@@ -236,7 +238,7 @@ class WorkerLoop:
         return moved.pop("audio"), moved.pop("label"), moved
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+        return autocast_context(self.amp)
 
     def _gradient_sync(self, micro_batch: int) -> contextlib.AbstractContextManager[Any]:
         """DDP all-reduces gradients once per optimizer step, on the last micro-batch: the others run

@@ -1,0 +1,39 @@
+"""Which bf16 autocast a training worker runs under (worker side): on a GPU with `optim.mixed_precision`, on a
+CPU with `optim.cpu_mixed_precision` where the CPU computes bf16 itself.
+
+A CPU with AVX512-BF16 or AMX (recent Xeons) runs the recipe's convolutions in bf16 about 1.5x faster than in
+fp32 (tests/benchmarks/bench_precision.py); one without them emulates bf16 and is slower than fp32, so there
+the worker stays in fp32 and says so once. Front ends compute their spectra in fp32 either way (they switch
+autocast off), and bf16 needs no loss scaler: its exponent range is fp32's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+from audiostyle.platform.config.schema import OptimConfig
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (oneDNN's own check: AVX512-BF16 or AMX)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def autocast_device(optim: OptimConfig, device: torch.device) -> str | None:
+    """'cuda' or 'cpu' where this worker trains under bf16 autocast, None for fp32."""
+    if device.type == "cuda":
+        return "cuda" if optim.mixed_precision else None
+    if device.type == "cpu" and optim.cpu_mixed_precision:
+        if cpu_has_native_bf16():
+            return "cpu"
+        print("optim.cpu_mixed_precision: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 is slower "
+              "than fp32; training in fp32", flush=True)
+    return None
+
+
+def autocast_context(where: str | None) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on `where` ('cuda' or 'cpu'), or nothing for None."""
+    return torch.autocast(where, dtype=torch.bfloat16) if where else contextlib.nullcontext()
