@@ -1,7 +1,7 @@
 """Which bf16 autocast a training worker runs under (worker side): on a GPU with `optim.mixed_precision`, on a
 CPU with `optim.cpu_mixed_precision` where the CPU computes bf16 itself.
 
-A CPU with AVX512-BF16 or AMX (recent Xeons) runs the recipe's convolutions in bf16 about 1.5x faster than in
+A CPU with AVX512-BF16 or AMX (recent Xeons) runs the recipe's training step in bf16 about 1.6x faster than in
 fp32 (tests/benchmarks/bench_precision.py); one without them emulates bf16 and is slower than fp32, so there
 the worker stays in fp32 and says so once. Front ends compute their spectra in fp32 either way (they switch
 autocast off), and bf16 needs no loss scaler: its exponent range is fp32's.
