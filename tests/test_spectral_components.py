@@ -1,5 +1,6 @@
 """The CPU recipe's components: the log_stft front end, frame-convolution encoders, the spectral filter and
-generator decoders, log_spectral_l1, and the cross_reconstruction role of the model system."""
+generator decoders, log_spectral_l1, and the cross_reconstruction role of the model system (in fp32 and
+under CPU bf16 autocast)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ def harmonic_tone(f0: float, seconds: float, decay: float = 0.0) -> torch.Tensor
     t = torch.arange(int(seconds * SR)) / SR
     wave = sum(torch.sin(2 * math.pi * f0 * k * t) / k for k in range(1, 8))
     return (0.2 * wave * torch.exp(-decay * t)).float()
+
+
+def one_pair(piano: torch.Tensor, violin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """A batch of the two clips (piano 0, violin 1) and the pair piano -> violin, as the loader names them."""
+    pairs = {"pair_source": piano[None], "pair_target": violin[None], "pair_source_label": torch.tensor([0]),
+             "pair_target_label": torch.tensor([1])}
+    return torch.stack([piano, violin]), torch.tensor([0, 1]), pairs
 
 
 def recipe(*overrides: str):
@@ -99,9 +107,7 @@ def test_cross_reconstruction_trains_content_style_and_decoder_from_pairs():
     torch.manual_seed(0)
     model = build_timbre_model(recipe()).train()
     piano, violin = harmonic_tone(220.0, 1.0, decay=4.0), harmonic_tone(220.0, 1.0)
-    audio, labels = torch.stack([piano, violin]), torch.tensor([0, 1])
-    pairs = {"pair_source": piano[None], "pair_target": violin[None], "pair_source_label": torch.tensor([0]),
-             "pair_target_label": torch.tensor([1])}
+    audio, labels, pairs = one_pair(piano, violin)
     terms = model.generator_terms(audio, labels, **pairs)
     assert {"reconstruction", "cross_reconstruction", "diag/cross_time_variation"} <= set(terms)
     without = model.generator_terms(audio, labels)  # no pairs in this batch: the role is skipped, not faked
@@ -127,15 +133,46 @@ def test_cross_reconstruction_trains_content_style_and_decoder_from_pairs():
     assert math.isfinite(metrics["cross_recon"]) and math.isfinite(metrics["cross_reconstruction"])
 
 
+def _train_any_player_on_one_pair(where: str | None) -> tuple[float, float, torch.dtype]:
+    """Cross-reconstruction error of one pair before and after 30 Adam steps of the any-player recipe (small)
+    under `where`'s bf16 autocast (platform/training/precision.py), and the dtype its decoder computed in."""
+    from audiostyle.platform.training.precision import autocast_context
+
+    torch.manual_seed(0)
+    cfg = load_experiment(EXPERIMENTS / "any_player.yaml",
+                          ["model.content_encoder.dim=32", "model.decoder.dim=32", "model.style_encoder.width=32",
+                           "model.style_encoder.dim=16"])
+    model = build_timbre_model(cfg).train()
+    audio, labels, pairs = one_pair(harmonic_tone(220.0, 1.0, decay=4.0), harmonic_tone(220.0, 1.0))
+    seen: list[torch.dtype] = []
+    model.decoder.inp.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    opt = torch.optim.Adam(model.generator_parameters(), lr=3e-3)
+    losses = []
+    for _ in range(31):
+        opt.zero_grad()
+        with autocast_context(where):
+            loss = model.generator_terms(audio, labels, **pairs)["cross_reconstruction"]
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses[0], losses[-1], seen[-1]
+
+
+def test_the_any_player_recipe_learns_a_pair_under_cpu_bf16_as_in_fp32():
+    first32, last32, dtype32 = _train_any_player_on_one_pair(None)
+    first16, last16, dtype16 = _train_any_player_on_one_pair("cpu")
+    assert (dtype32, dtype16) == (torch.float32, torch.bfloat16)  # bf16 really ran
+    assert last16 < 0.7 * first16 and last32 < 0.7 * first32
+    assert abs(last16 - last32) < 0.2 * last32, f"bf16 {last16:.4f} against fp32 {last32:.4f}"
+
+
 def test_validation_compares_runs_whatever_onset_weight_they_train_with():
     """The same weights with onset_weight 0 and 3: the training term differs (attacks weigh more), the transfer
     metric (val/cross_recon, val/unseen_cross_recon, a sweep's objective) and `recon` do not. A sweep searching
     onset_weight once ranked trials by a yardstick that moved with it."""
     torch.manual_seed(0)
     piano, violin = harmonic_tone(220.0, 1.0, decay=4.0), harmonic_tone(330.0, 1.0)
-    audio, labels = torch.stack([piano, violin]), torch.tensor([0, 1])
-    pairs = {"pair_source": piano[None], "pair_target": violin[None], "pair_source_label": torch.tensor([0]),
-             "pair_target_label": torch.tensor([1])}
+    audio, labels, pairs = one_pair(piano, violin)
     plain = build_timbre_model(recipe()).eval()
     weighted = build_timbre_model(recipe("+losses.cross_reconstruction.onset_weight=3.0",
                                          "+losses.reconstruction.onset_weight=3.0")).eval()
