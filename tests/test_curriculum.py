@@ -26,6 +26,15 @@ def four_phases() -> list[PhaseConfig]:
     ]
 
 
+def test_weighted_loss_sums_the_active_terms_by_their_weights():
+    cur = Curriculum(four_phases(), max_steps=100)
+    terms = {"reconstruction": torch.tensor(2.0), "hsic": torch.tensor(4.0), "infonce": torch.tensor(8.0),
+             "adversarial": torch.tensor(16.0), "diag/time_variation": torch.tensor(100.0)}
+    assert float(cur.at(0).weighted_loss(terms)) == 2.0  # hsic and the rest weigh 0 in the first phase
+    assert float(cur.at(50).weighted_loss(terms)) == 2.0 + 0.5 * 4.0 + 0.5 * 8.0  # diagnostics never count
+    assert float(cur.at(99).weighted_loss(terms)) == pytest.approx(2.0 + 2.0 + 4.0 + 0.1 * 16.0)
+
+
 def test_fraction_boundaries_split_max_steps():
     cur = Curriculum(four_phases(), max_steps=100)
     assert cur.boundaries == [20, 40, 60, 100]

@@ -13,11 +13,16 @@ after the reconstruction phase.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from audiostyle.platform.config.cross_checks import boundary_step, check_phase_steps
 from audiostyle.platform.config.schema import ExperimentConfig, PhaseConfig, require_phases
 from audiostyle.platform.core.errors import ConfigError
+
+if TYPE_CHECKING:  # the driver plans phases without torch; only workers sum losses
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,11 @@ class PhaseState:
     def active_terms(self) -> set[str]:
         """Loss terms worth computing at this step (weight > 0); the model skips the others."""
         return {term for term, w in self.weights.items() if w > 0}
+
+    def weighted_loss(self, terms: Mapping[str, Tensor]) -> Tensor:
+        """The generator's loss at this step: the active terms of `terms` (the model's generator_terms) times
+        their weights, summed in name order (the same order on every rank and every rerun)."""
+        return sum(self.weights[t] * terms[t] for t in sorted(self.active_terms))
 
 
 class Curriculum:

@@ -265,7 +265,7 @@ class WorkerLoop:
                 with self._autocast():
                     terms = self.step_module("generator", audio, labels, sampling_prob=sampling_prob,
                                              active=phase.active_terms, **pairs)
-                    loss = sum(phase.weights[t] * terms[t] for t in sorted(phase.active_terms))
+                    loss = phase.weighted_loss(terms)
                 (loss / self.accum).backward()
             logged["train/loss"] += float(loss.detach()) / self.accum
             for key, value in terms.items():

@@ -55,7 +55,7 @@ def main() -> None:
             opt.zero_grad(set_to_none=True)
             with autocast_context(where):
                 terms = model.generator_terms(audio, labels, active=phase.active_terms, **batch)
-                loss = sum(phase.weights[t] * terms[t] for t in sorted(phase.active_terms))
+                loss = phase.weighted_loss(terms)
             loss.backward()
             opt.step()
             times.append(time.perf_counter() - start)

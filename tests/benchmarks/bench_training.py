@@ -68,7 +68,7 @@ def plain_loop(cfg, device: str, threads: int) -> dict[str, float]:
         gen.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
             terms = model.generator_terms(audio, labels, sampling_prob=0.0, active=phase.active_terms)
-            loss = sum(phase.weights[t] * terms[t] for t in phase.active_terms)
+            loss = phase.weighted_loss(terms)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.generator_parameters(), cfg.optim.grad_clip)
         gen.step()
