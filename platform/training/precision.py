@@ -15,11 +15,7 @@ from typing import Any
 import torch
 
 from audiostyle.platform.config.schema import OptimConfig
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (oneDNN's own check: AVX512-BF16 or AMX)."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+from audiostyle.platform.training.private_apis import cpu_has_native_bf16
 
 
 def autocast_device(optim: OptimConfig, device: torch.device) -> str | None:

@@ -1,4 +1,4 @@
-"""Every use of another library's private API (Ray's and Optuna's), each beside the reason or the
+"""Every use of another library's private API (Ray's, Optuna's and PyTorch's), each beside the reason or the
 upstream issue it works around; tests/test_private_apis.py fails on one anywhere else.
 
 Private APIs change without notice, so they are kept here, out of the training and sweep code: when an
@@ -18,6 +18,8 @@ breaks here, with the reason next to it.
   whose Tune trial ASHA stopped, through Ray's private GCS accessor (ray-project/ray#54305).
 - `mark_trial_interrupted`: sets a user attribute of a RUNNING Optuna trial from outside it, through
   the study's private storage (optuna/optuna#1986).
+- `cpu_has_native_bf16`: whether the CPU computes bf16 in hardware, through oneDNN's own check
+  (torch.ops.mkldnn._is_mkldnn_bf16_supported; PyTorch has no public twin).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import torch
 from ray import tune
 
 logger = logging.getLogger(__name__)
@@ -258,3 +261,10 @@ def mark_trial_interrupted(study: Any, trial: Any) -> None:
     attribute goes through the study's private storage before the trial is told FAIL.
     """
     study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX on x86): oneDNN's own check, the one its
+    bf16 kernels dispatch on. PyTorch exposes it only privately (torch's own tests call it); reading
+    /proc/cpuinfo instead would be Linux-only and would have to track oneDNN's list of ISAs by hand."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
