@@ -82,15 +82,31 @@ def test_training_pieces_are_played_by_every_player_and_program(players_root):
     assert tests and all("--" not in rid for rid in tests)  # the test split is the reference player's alone
 
 
-def _stream(players_root, augment: float, seed: int = 3, soft_attack: float = 0.0, bow_noise: float = 0.0):
+def _stream(players_root, augment: float, seed: int = 3, soft_attack: float = 0.0, bow_noise: float = 0.0,
+            loader_workers: int = 0):
     from audiostyle.datasets.streaming import make_loader
     from audiostyle.platform.config.loader import load_experiment
 
     cfg = load_experiment(EXPERIMENTS / "any_player.yaml", [f"data.root={players_root}", "data.segment_seconds=1.0",
                                                             "data.pair_batch_size=8", f"data.pair_augment={augment}",
                                                             f"data.pair_soft_attack={soft_attack}",
-                                                            f"data.pair_bow_noise={bow_noise}"])
+                                                            f"data.pair_bow_noise={bow_noise}",
+                                                            f"data.loader_workers={loader_workers}",
+                                                            "data.steps_per_epoch=3"])
     return iter(make_loader(cfg, "train", seed=seed))
+
+
+def test_a_loader_process_gives_the_batches_the_training_process_would_draw(players_root):
+    """data.loader_workers 1 takes decoding and the recording conditions out of the training process: its one
+    worker draws every crop, pair, player and condition the training process drew itself, so a run keeps its
+    batches whichever way it loads them (and a speed comparison of the two compares speed alone)."""
+    in_process = list(_stream(players_root, 0.4))
+    one_worker = list(_stream(players_root, 0.4, loader_workers=1))
+    assert len(in_process) == len(one_worker) == 3
+    for a, b in zip(in_process, one_worker):
+        assert a.keys() == b.keys() and "pair_source" in a
+        for key in a:
+            np.testing.assert_array_equal(a[key].numpy(), b[key].numpy(), err_msg=key)
 
 
 def test_pairs_take_their_input_from_any_player_and_their_target_from_the_reference(tmp_path):

@@ -5,7 +5,8 @@ Run: `python tests/benchmarks/bench_precision.py [--experiment experiments/any_p
 [--steps 8] [--threads 2]` (the experiment's data root must exist: `audiostyle data demo ...` as its header says).
 Times the generator's forward + backward + Adam step on the recipe's real batches (the first phase's loss
 weights), fp32 and bf16 alternating twice so a drift in the machine's load shows; prints the median per
-step, the speed-up, the loader's ms per batch (in the training process: data.loader_workers 0), whether
+step, the speed-up, the loader's steady ms per batch (in the training process: data.loader_workers 0; after
+WARM_BATCHES untimed batches, as most of a pass's 200 batches are), whether
 the CPU computes bf16 natively, and the load average. Asserts nothing.
 """
 
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+WARM_BATCHES = 3
 
 
 def main() -> None:
@@ -41,6 +43,10 @@ def main() -> None:
     phase = Curriculum.from_config(cfg).at(0)
     model = build_timbre_model(cfg, stats=None).train()
     batches_iter = iter(make_loader(cfg, "train", seed=0))
+    start = time.perf_counter()
+    for _ in range(WARM_BATCHES):  # apart: the shuffle buffers fill and the room bank is computed once a pass
+        next(batches_iter)
+    pass_start_ms = (time.perf_counter() - start) * 1000
     start = time.perf_counter()
     batches = [dict(next(batches_iter)) for _ in range(args.steps)]
     loader_ms = (time.perf_counter() - start) / args.steps * 1000
@@ -69,7 +75,8 @@ def main() -> None:
     fp32, bf16 = min(rounds["fp32"]), min(rounds["bf16"])
     print(f"{args.experiment.name} on {platform.processor() or platform.machine()}, {args.threads} threads, "
           f"native bf16: {cpu_has_native_bf16()}, load average {os.getloadavg()[0]:.2f}")
-    print(f"loader            {loader_ms:7.0f} ms/batch")
+    print(f"loader            {loader_ms:7.0f} ms/batch (its first {WARM_BATCHES} batches of a pass: {pass_start_ms:.0f} ms, "
+          f"once in {cfg.data.steps_per_epoch} steps)")
     for name, values in rounds.items():
         print(f"{name} step        {min(values):7.0f} ms (rounds: {', '.join(f'{v:.0f}' for v in values)})")
     print(f"bf16 speed-up     {fp32 / bf16:7.2f}x on the step; {(fp32 + loader_ms) / (bf16 + loader_ms):.2f}x with the "
