@@ -30,7 +30,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import torch
 from ray import tune
 
 logger = logging.getLogger(__name__)
@@ -267,4 +266,6 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX on x86): oneDNN's own check, the one its
     bf16 kernels dispatch on. PyTorch exposes it only privately (torch's own tests call it); reading
     /proc/cpuinfo instead would be Linux-only and would have to track oneDNN's list of ISAs by hand."""
+    import torch  # here, not at the top: the sweep driver imports this file and otherwise never loads torch
+
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())

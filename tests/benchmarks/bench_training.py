@@ -41,12 +41,14 @@ def plain_loop(cfg, device: str, threads: int) -> dict[str, float]:
     from audiostyle.components.timbre_transfer import build_timbre_model
     from audiostyle.datasets.streaming import make_loader
     from audiostyle.platform.training.curriculum import Curriculum
+    from audiostyle.platform.training.precision import autocast_context, autocast_device
     from audiostyle.stats.normalization_stats import load_stats
 
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
     model = build_timbre_model(cfg, stats=load_stats(cfg)).to(device)
     cur = Curriculum.from_config(cfg)
+    where = autocast_device(cfg.optim, torch.device(device))  # the precision a worker of this config trains in
     gen = torch.optim.AdamW(model.generator_parameters(), lr=cfg.optim.lr)
     disc = torch.optim.AdamW(model.discriminator_parameters(), lr=cfg.optim.disc_lr)
     loader = make_loader(cfg, "train", seed=cfg.seed)
@@ -66,7 +68,7 @@ def plain_loop(cfg, device: str, threads: int) -> dict[str, float]:
         audio, labels = batch["audio"].to(device), batch["label"].to(device)
         phase = cur.at(step)
         gen.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+        with autocast_context(where):
             terms = model.generator_terms(audio, labels, sampling_prob=0.0, active=phase.active_terms)
             loss = phase.weighted_loss(terms)
         loss.backward()
