@@ -24,6 +24,8 @@ def autocast_device(optim: OptimConfig, device: torch.device) -> str | None:
         return "cuda" if optim.mixed_precision else None
     if device.type == "cpu" and optim.cpu_mixed_precision:
         if cpu_has_native_bf16():
+            # said once per worker: a recipe asks for it, so a run's numbers depend on the CPU it landed on
+            print("optim.cpu_mixed_precision: training under bf16 autocast (this CPU computes bf16 natively)", flush=True)
             return "cpu"
         print("optim.cpu_mixed_precision: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 is slower "
               "than fp32; training in fp32", flush=True)
